@@ -1,0 +1,555 @@
+//! Node storage: a struct of arrays indexed by node id, with reference counts and
+//! a free list threaded through freed slots.
+//!
+//! A node lives while something refers to it: a Python handle (counted once) or a
+//! live node that has it as an operand. When its count drops to zero it is freed,
+//! its operands are released in turn (with an explicit work list, never recursion),
+//! and its slot is reused by the next node.
+
+use crate::ops::{self, Op};
+use rustc_hash::FxHashMap;
+
+pub type NodeId = u32;
+
+/// No node (end of the free list, no handle).
+pub const NONE: NodeId = u32::MAX;
+
+/// An operand of a new node: an existing node, or a number to wrap as a leaf.
+#[derive(Clone, Copy, Debug)]
+pub enum Operand {
+    Node(NodeId),
+    Const(f64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArenaError {
+    /// More nodes than `u32` ids.
+    Full,
+    /// A node id that is not live.
+    Stale(NodeId),
+}
+
+/// Per-node arrays. `a` and `b` are the operands of unary and binary ops. For
+/// n-ary ops `a` indexes `edges` and `b` is the operand count; for ops with
+/// constants `b` indexes `consts`. On a free slot `a` links the free list.
+#[derive(Default)]
+pub struct Arena {
+    pub data: Vec<f64>,
+    pub grad: Vec<f64>,
+    pub(crate) op: Vec<Op>,
+    pub(crate) a: Vec<u32>,
+    pub(crate) b: Vec<u32>,
+    rc: Vec<u32>,
+    /// Visit stamps for graph walks (see `backward`), so a walk needs no set.
+    pub(crate) mark: Vec<u32>,
+    pub(crate) epoch: u32,
+    /// An opaque token for the node's canonical Python handle (0 when none).
+    handle: Vec<usize>,
+    free_head: Option<NodeId>,
+    live: usize,
+    pub(crate) edges: Vec<Vec<NodeId>>,
+    edges_free: Vec<u32>,
+    pub(crate) consts: Vec<[f64; 2]>,
+    consts_free: Vec<u32>,
+    labels: FxHashMap<NodeId, Box<str>>,
+}
+
+/// Bytes the arena stores per node slot (the side tables of n-ary nodes, constants
+/// and labels are extra and only for the nodes that have them).
+pub const BYTES_PER_NODE: usize = std::mem::size_of::<f64>() * 2
+    + std::mem::size_of::<Op>()
+    + std::mem::size_of::<u32>() * 4
+    + std::mem::size_of::<usize>();
+
+impl Arena {
+    /// An empty arena; `const` so the Python module can hold one in a static.
+    pub const fn new() -> Self {
+        Arena {
+            data: Vec::new(),
+            grad: Vec::new(),
+            op: Vec::new(),
+            a: Vec::new(),
+            b: Vec::new(),
+            rc: Vec::new(),
+            mark: Vec::new(),
+            epoch: 0,
+            handle: Vec::new(),
+            free_head: None,
+            live: 0,
+            edges: Vec::new(),
+            edges_free: Vec::new(),
+            consts: Vec::new(),
+            consts_free: Vec::new(),
+            labels: FxHashMap::with_hasher(rustc_hash::FxBuildHasher),
+        }
+    }
+
+    /// Nodes currently alive.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Slots allocated (live and free).
+    pub fn slots(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Bytes reserved by the per-node arrays.
+    pub fn reserved_bytes(&self) -> usize {
+        self.data.capacity() * 8
+            + self.grad.capacity() * 8
+            + self.op.capacity()
+            + (self.a.capacity() + self.b.capacity() + self.rc.capacity() + self.mark.capacity())
+                * 4
+            + self.handle.capacity() * std::mem::size_of::<usize>()
+    }
+
+    #[inline]
+    pub fn is_live(&self, id: NodeId) -> bool {
+        (id as usize) < self.op.len() && self.op[id as usize] != Op::Free
+    }
+
+    #[inline]
+    pub fn op(&self, id: NodeId) -> Op {
+        self.op[id as usize]
+    }
+
+    #[inline]
+    pub fn refcount(&self, id: NodeId) -> u32 {
+        self.rc[id as usize]
+    }
+
+    pub fn consts(&self, id: NodeId) -> [f64; 2] {
+        if self.op(id).has_consts() {
+            self.consts[self.b[id as usize] as usize]
+        } else {
+            [0.0; 2]
+        }
+    }
+
+    // ---- operands ----------------------------------------------------------
+
+    #[inline]
+    pub fn n_operands(&self, id: NodeId) -> usize {
+        let op = self.op(id);
+        if op.is_binary() {
+            2
+        } else if op.is_nary() {
+            self.edges[self.a[id as usize] as usize].len()
+        } else if matches!(op, Op::Leaf | Op::Free) {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// The `k`-th operand of a node, in operand order.
+    #[inline]
+    pub fn operand(&self, id: NodeId, k: usize) -> NodeId {
+        let i = id as usize;
+        let op = self.op[i];
+        if op.is_nary() {
+            self.edges[self.a[i] as usize][k]
+        } else if k == 0 {
+            self.a[i]
+        } else {
+            self.b[i]
+        }
+    }
+
+    /// The operands of a node, in order.
+    pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
+        (0..self.n_operands(id)).map(|k| self.operand(id, k)).collect()
+    }
+
+    // ---- labels and handles ------------------------------------------------
+
+    pub fn label(&self, id: NodeId) -> &str {
+        self.labels.get(&id).map_or("", |s| s)
+    }
+
+    pub fn set_label(&mut self, id: NodeId, label: &str) {
+        if label.is_empty() {
+            self.labels.remove(&id);
+        } else {
+            self.labels.insert(id, label.into());
+        }
+    }
+
+    #[inline]
+    pub fn handle(&self, id: NodeId) -> usize {
+        self.handle[id as usize]
+    }
+
+    #[inline]
+    pub fn set_handle(&mut self, id: NodeId, token: usize) {
+        self.handle[id as usize] = token;
+    }
+
+    // ---- creation ----------------------------------------------------------
+
+    /// Takes a slot from the free list or grows the arrays. The node starts with
+    /// reference count 0; callers give it to an owner with `incref`.
+    fn alloc(&mut self, op: Op, data: f64, a: u32, b: u32) -> Result<NodeId, ArenaError> {
+        self.live += 1;
+        if let Some(id) = self.free_head {
+            let i = id as usize;
+            let next = self.a[i];
+            self.free_head = (next != NONE).then_some(next);
+            self.data[i] = data;
+            self.grad[i] = 0.0;
+            self.op[i] = op;
+            self.a[i] = a;
+            self.b[i] = b;
+            self.rc[i] = 0;
+            self.handle[i] = 0;
+            return Ok(id);
+        }
+        let id = self.data.len();
+        if id >= NONE as usize {
+            self.live -= 1;
+            return Err(ArenaError::Full);
+        }
+        self.data.push(data);
+        self.grad.push(0.0);
+        self.op.push(op);
+        self.a.push(a);
+        self.b.push(b);
+        self.rc.push(0);
+        self.mark.push(0);
+        self.handle.push(0);
+        Ok(id as NodeId)
+    }
+
+    /// A new leaf holding `data`, with reference count 0.
+    pub fn leaf(&mut self, data: f64) -> Result<NodeId, ArenaError> {
+        self.alloc(Op::Leaf, data, NONE, NONE)
+    }
+
+    fn resolve(&mut self, x: Operand) -> Result<NodeId, ArenaError> {
+        match x {
+            Operand::Node(id) => {
+                if self.is_live(id) {
+                    Ok(id)
+                } else {
+                    Err(ArenaError::Stale(id))
+                }
+            }
+            Operand::Const(c) => self.leaf(c),
+        }
+    }
+
+    fn value_of(&self, x: Operand) -> f64 {
+        match x {
+            Operand::Node(id) => self.data[id as usize],
+            Operand::Const(c) => c,
+        }
+    }
+
+    /// The value a binary op would produce, without building it.
+    pub fn peek_binary(&self, op: Op, a: Operand, b: Operand) -> f64 {
+        ops::binary(op, self.value_of(a), self.value_of(b))
+    }
+
+    /// The value a unary op would produce, without building it.
+    pub fn peek_unary(&self, op: Op, a: NodeId, c: [f64; 2]) -> f64 {
+        ops::unary(op, self.data[a as usize], c)
+    }
+
+    /// Builds `a op b`; number operands become leaves, as in micrograd.
+    pub fn binary(&mut self, op: Op, a: Operand, b: Operand) -> Result<NodeId, ArenaError> {
+        debug_assert!(op.is_binary());
+        let out = self.peek_binary(op, a, b);
+        // Check both before creating anything, so an error leaves nothing behind.
+        for x in [a, b] {
+            if let Operand::Node(id) = x {
+                if !self.is_live(id) {
+                    return Err(ArenaError::Stale(id));
+                }
+            }
+        }
+        let ia = self.resolve(a)?;
+        self.rc[ia as usize] += 1;
+        let ib = match self.resolve(b) {
+            Ok(ib) => ib,
+            Err(e) => {
+                self.decref(ia);
+                return Err(e);
+            }
+        };
+        self.rc[ib as usize] += 1;
+        match self.alloc(op, out, ia, ib) {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                self.decref(ia);
+                self.decref(ib);
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds a unary op over node `a`, with constants `c` for the ops that have them.
+    pub fn unary(&mut self, op: Op, a: NodeId, c: [f64; 2]) -> Result<NodeId, ArenaError> {
+        debug_assert!(!op.is_binary() && !op.is_nary() && op != Op::Leaf);
+        if !self.is_live(a) {
+            return Err(ArenaError::Stale(a));
+        }
+        let out = self.peek_unary(op, a, c);
+        let b = if op.has_consts() {
+            match self.consts_free.pop() {
+                Some(slot) => {
+                    self.consts[slot as usize] = c;
+                    slot
+                }
+                None => {
+                    self.consts.push(c);
+                    (self.consts.len() - 1) as u32
+                }
+            }
+        } else {
+            NONE
+        };
+        let id = self.alloc(op, out, a, b)?;
+        self.rc[a as usize] += 1;
+        Ok(id)
+    }
+
+    /// Builds `sum(xs)`: one node whatever the count.
+    pub fn sum(&mut self, xs: &[Operand]) -> Result<NodeId, ArenaError> {
+        let out = ops::sum(xs.iter().map(|&x| self.value_of(x)));
+        self.nary(Op::Sum, xs, out)
+    }
+
+    /// Builds `dot(ws, xs)`; operands are stored as `w1..wn, x1..xn`.
+    pub fn dot(&mut self, ws: &[Operand], xs: &[Operand]) -> Result<NodeId, ArenaError> {
+        assert_eq!(ws.len(), xs.len(), "dot: operands of unequal length");
+        let out = ops::dot(
+            ws.iter()
+                .zip(xs)
+                .map(|(&w, &x)| (self.value_of(w), self.value_of(x))),
+        );
+        let all: Vec<Operand> = ws.iter().chain(xs).copied().collect();
+        self.nary(Op::Dot, &all, out)
+    }
+
+    /// The value `sum(xs)` would have, without building it.
+    pub fn peek_sum(&self, xs: &[Operand]) -> f64 {
+        ops::sum(xs.iter().map(|&x| self.value_of(x)))
+    }
+
+    /// The value `dot(ws, xs)` would have, without building it.
+    pub fn peek_dot(&self, ws: &[Operand], xs: &[Operand]) -> f64 {
+        ops::dot(
+            ws.iter()
+                .zip(xs)
+                .map(|(&w, &x)| (self.value_of(w), self.value_of(x))),
+        )
+    }
+
+    fn nary(&mut self, op: Op, xs: &[Operand], out: f64) -> Result<NodeId, ArenaError> {
+        for &x in xs {
+            if let Operand::Node(id) = x {
+                if !self.is_live(id) {
+                    return Err(ArenaError::Stale(id));
+                }
+            }
+        }
+        let slot = match self.edges_free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.edges.push(Vec::new());
+                (self.edges.len() - 1) as u32
+            }
+        };
+        let mut ids = std::mem::take(&mut self.edges[slot as usize]);
+        ids.clear();
+        ids.reserve_exact(xs.len());
+        let mut built = Ok(());
+        for &x in xs {
+            match self.resolve(x) {
+                Ok(id) => {
+                    self.rc[id as usize] += 1;
+                    ids.push(id);
+                }
+                Err(e) => {
+                    built = Err(e);
+                    break;
+                }
+            }
+        }
+        let n = ids.len() as u32;
+        let result = built.and_then(|()| self.alloc(op, out, slot, n));
+        if result.is_err() {
+            for &id in &ids {
+                self.decref(id);
+            }
+            ids.clear();
+            self.edges_free.push(slot);
+        }
+        self.edges[slot as usize] = ids;
+        result
+    }
+
+    // ---- reference counts and freeing --------------------------------------
+
+    #[inline]
+    pub fn incref(&mut self, id: NodeId) {
+        self.rc[id as usize] += 1;
+    }
+
+    /// Drops one reference; frees the node, and whatever only it kept alive, at zero.
+    #[inline]
+    pub fn decref(&mut self, id: NodeId) {
+        let rc = &mut self.rc[id as usize];
+        *rc -= 1;
+        if *rc == 0 {
+            self.free_from(id);
+        }
+    }
+
+    /// Frees a node whose count reached zero and, iteratively, every operand whose
+    /// count that brings to zero: a 10-million-deep chain frees without recursion.
+    fn free_from(&mut self, root: NodeId) {
+        let mut work = vec![root];
+        while let Some(id) = work.pop() {
+            let i = id as usize;
+            let op = self.op[i];
+            if op.is_nary() {
+                let slot = self.a[i] as usize;
+                let ids = std::mem::take(&mut self.edges[slot]);
+                for &k in &ids {
+                    let rc = &mut self.rc[k as usize];
+                    *rc -= 1;
+                    if *rc == 0 {
+                        work.push(k);
+                    }
+                }
+                // Keep the buffer for the next n-ary node unless it is large.
+                if ids.capacity() <= 4096 {
+                    self.edges[slot] = ids;
+                    self.edges[slot].clear();
+                }
+                self.edges_free.push(slot as u32);
+            } else {
+                let n = self.n_operands(id);
+                for k in 0..n {
+                    let x = self.operand(id, k) as usize;
+                    self.rc[x] -= 1;
+                    if self.rc[x] == 0 {
+                        work.push(x as NodeId);
+                    }
+                }
+                if op.has_consts() {
+                    self.consts_free.push(self.b[i]);
+                }
+            }
+            if !self.labels.is_empty() {
+                self.labels.remove(&id);
+            }
+            self.op[i] = Op::Free;
+            self.a[i] = self.free_head.unwrap_or(NONE);
+            self.free_head = Some(id);
+            self.live -= 1;
+        }
+    }
+
+    /// `decref` for an owner going away (a Python handle): when that empties the
+    /// arena after a large graph, the memory goes back to the system instead of
+    /// staying on the free list.
+    pub fn release(&mut self, id: NodeId) {
+        self.decref(id);
+        if self.live == 0 && self.slots() > 1 << 16 {
+            *self = Arena {
+                epoch: self.epoch,
+                ..Arena::default()
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(x: f64) -> Operand {
+        Operand::Const(x)
+    }
+    fn n(x: NodeId) -> Operand {
+        Operand::Node(x)
+    }
+
+    #[test]
+    fn nodes_free_when_unreferenced_and_slots_are_reused() {
+        let mut ar = Arena::new();
+        let a = ar.leaf(2.0).unwrap();
+        ar.incref(a);
+        let b = ar.binary(Op::Mul, n(a), c(3.0)).unwrap();
+        ar.incref(b);
+        assert_eq!(ar.data[b as usize], 6.0);
+        assert_eq!(ar.live(), 3); // a, the constant leaf, b
+        ar.decref(b);
+        assert_eq!(ar.live(), 1);
+        let d = ar.leaf(1.0).unwrap();
+        assert!(d < 3, "a freed slot is reused");
+        ar.incref(d);
+        ar.decref(a);
+        ar.decref(d);
+        assert_eq!(ar.live(), 0);
+    }
+
+    #[test]
+    fn deep_chain_frees_without_recursion() {
+        let mut ar = Arena::new();
+        let mut x = ar.leaf(0.0).unwrap();
+        ar.incref(x);
+        for _ in 0..2_000_000 {
+            let y = ar.binary(Op::Add, n(x), n(x)).unwrap();
+            ar.incref(y);
+            ar.decref(x);
+            x = y;
+        }
+        assert_eq!(ar.live(), 2_000_001);
+        ar.release(x);
+        assert_eq!(ar.live(), 0);
+        assert_eq!(ar.slots(), 0, "an empty arena returns its memory");
+    }
+
+    #[test]
+    fn nary_nodes_keep_their_operands_alive() {
+        let mut ar = Arena::new();
+        let xs: Vec<NodeId> = (0..5).map(|i| ar.leaf(i as f64).unwrap()).collect();
+        let s = ar
+            .sum(&xs.iter().map(|&x| n(x)).collect::<Vec<_>>())
+            .unwrap();
+        ar.incref(s);
+        assert_eq!(ar.data[s as usize], 10.0);
+        assert_eq!(ar.operands(s), xs);
+        let d = ar.dot(&[n(xs[1]), c(2.0)], &[n(xs[2]), n(xs[3])]).unwrap();
+        ar.incref(d);
+        assert_eq!(ar.data[d as usize], 1.0 * 2.0 + 2.0 * 3.0);
+        assert_eq!(ar.n_operands(d), 4);
+        ar.decref(s);
+        assert_eq!(ar.live(), 5); // d, its constant leaf and the three leaves it uses
+        ar.decref(d);
+        assert_eq!(ar.live(), 0);
+    }
+
+    #[test]
+    fn stale_operands_are_errors_not_panics() {
+        let mut ar = Arena::new();
+        let a = ar.leaf(1.0).unwrap();
+        ar.incref(a);
+        let b = ar.leaf(1.0).unwrap();
+        ar.incref(b);
+        ar.decref(b);
+        assert_eq!(ar.binary(Op::Add, n(a), n(b)), Err(ArenaError::Stale(b)));
+        assert_eq!(ar.unary(Op::Exp, b, [0.0; 2]), Err(ArenaError::Stale(b)));
+        assert_eq!(ar.sum(&[n(a), n(b)]), Err(ArenaError::Stale(b)));
+        assert_eq!(ar.live(), 1, "a failed op leaves nothing behind");
+    }
+
+    #[test]
+    fn bytes_per_node_within_budget() {
+        assert!(BYTES_PER_NODE <= 48, "{BYTES_PER_NODE}");
+    }
+}

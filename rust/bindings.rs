@@ -1,0 +1,774 @@
+//! The Python extension module `scalargrad._core`: the `Value` handle, argument
+//! conversion and the mapping of engine errors to Python exceptions. The only file
+//! that knows about Python.
+//!
+//! Locking discipline: all nodes live in one arena behind `ARENA`. Dropping a
+//! `Value` takes the lock, and dropping or creating any Python object can run
+//! arbitrary code (the collector, finalizers), so no Python object is created or
+//! dropped while the lock is held. Every function below takes the lock in a
+//! block that only touches Rust data.
+
+use crate::arena::{Arena, ArenaError, NodeId, Operand, BYTES_PER_NODE};
+use crate::backward;
+use crate::ops::{self, Op};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyFloatingPointError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::pyclass::CompareOp;
+use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ARENA: Mutex<Arena> = Mutex::new(Arena::new());
+static ANOMALY: AtomicBool = AtomicBool::new(false);
+
+/// Nodes processed between checks for Ctrl-C during backward.
+const SIGNAL_CHUNK: usize = 1 << 20;
+
+/// A scalar node of the graph. A small handle to a node in the Rust arena.
+///
+/// >>> a = Value(2.0, label="a")
+/// >>> b = a * a + 1.0
+/// >>> b.backward()
+/// >>> a.grad
+/// 4.0
+#[pyclass(frozen, name = "Value", module = "scalargrad._core")]
+pub struct Value {
+    id: NodeId,
+    /// Whether this object is the node's canonical handle, the one `_prev` hands
+    /// out, so that the same node always comes back as the same Python object.
+    registered: AtomicBool,
+}
+
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut ar = ARENA.lock();
+        if *self.registered.get_mut() {
+            ar.set_handle(self.id, 0);
+        }
+        ar.release(self.id);
+    }
+}
+
+/// Wraps a node that already holds one reference for its new handle.
+fn wrap(py: Python<'_>, id: NodeId) -> PyResult<Py<Value>> {
+    let v = Bound::new(
+        py,
+        Value {
+            id,
+            registered: AtomicBool::new(false),
+        },
+    )?;
+    untrack(&v);
+    Ok(v.unbind())
+}
+
+/// A `Value` holds no Python references, so the cyclic collector has nothing to
+/// find in it; keeping it out of the collector's lists keeps collections cheap.
+fn untrack(v: &Bound<'_, Value>) {
+    // SAFETY: `v` is a live object of a GC type; untracking an object that holds no
+    // references to other Python objects is always sound.
+    unsafe { ffi::PyObject_GC_UnTrack(v.as_ptr().cast()) }
+}
+
+/// Makes `v` its node's canonical handle if the node has none yet.
+#[inline]
+fn register(ar: &mut Arena, v: &Bound<'_, Value>) {
+    let me = v.get();
+    if !me.registered.load(Ordering::Relaxed) && ar.handle(me.id) == 0 {
+        ar.set_handle(me.id, v.as_ptr() as usize);
+        me.registered.store(true, Ordering::Relaxed);
+    }
+}
+
+fn arena_error(e: ArenaError) -> PyErr {
+    match e {
+        ArenaError::Full => PyMemoryError::new_err("scalargrad: the arena is full (2**32 nodes)"),
+        ArenaError::Stale(id) => PyRuntimeError::new_err(format!("scalargrad: node {id} is not live")),
+    }
+}
+
+fn py_repr(py: Python<'_>, x: f64) -> String {
+    PyFloat::new(py, x)
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| x.to_string())
+}
+
+fn fmt_f64(x: f64) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf" } else { "-inf" }.into()
+    } else {
+        format!("{x:?}")
+    }
+}
+
+/// How `_op` shows a constant: integral values as integers (`**2`), as micrograd does.
+fn fmt_const(py: Python<'_>, c: f64) -> String {
+    if c.fract() == 0.0 && c.abs() < 1e15 {
+        format!("{}", c as i64)
+    } else {
+        py_repr(py, c)
+    }
+}
+
+fn describe(ar: &Arena, id: NodeId) -> String {
+    let label = ar.label(id);
+    let data = fmt_f64(ar.data[id as usize]);
+    if label.is_empty() {
+        data
+    } else {
+        format!("{label}={data}")
+    }
+}
+
+fn forward_anomaly(ar: &Arena, name: &str, operands: &[Operand], out: f64) -> PyErr {
+    let args: Vec<String> = operands
+        .iter()
+        .map(|x| match *x {
+            Operand::Node(id) => describe(ar, id),
+            Operand::Const(c) => fmt_f64(c),
+        })
+        .collect();
+    PyFloatingPointError::new_err(format!(
+        "detect_anomaly: {name} produced {} from operands ({})",
+        fmt_f64(out),
+        args.join(", ")
+    ))
+}
+
+fn backward_anomaly(ar: &Arena, a: &backward::Anomaly) -> PyErr {
+    let op = ar.op(a.node);
+    let operands: Vec<String> = ar.operands(a.node).iter().map(|&x| describe(ar, x)).collect();
+    PyFloatingPointError::new_err(format!(
+        "detect_anomaly: backward of {} gave gradient {} to operand {} (operands: {})",
+        op.kind(),
+        fmt_f64(a.grad),
+        describe(ar, a.operand),
+        operands.join(", ")
+    ))
+}
+
+/// What a Python object means as an operand.
+enum Arg<'a, 'py> {
+    Node(&'a Bound<'py, Value>),
+    Num(f64),
+    /// Not something this op handles: return NotImplemented.
+    Other,
+}
+
+fn other_backend(x: &Bound<'_, PyAny>) -> bool {
+    x.get_type().hasattr("_backend").unwrap_or(false)
+}
+
+fn mixed_backends(op: &str) -> PyErr {
+    PyTypeError::new_err(format!(
+        "{op}: cannot combine a rust Value with a reference Value; build both operands on one backend"
+    ))
+}
+
+/// Reads a Python number: float, int, or anything with `__float__` (NumPy scalars,
+/// 0-d arrays). Strings, sequences and Values of another backend are not numbers.
+fn number(x: &Bound<'_, PyAny>) -> Option<f64> {
+    if let Ok(f) = x.cast_exact::<PyFloat>() {
+        return Some(f.value());
+    }
+    if x.is_instance_of::<PyString>() || other_backend(x) {
+        return None;
+    }
+    x.extract::<f64>().ok()
+}
+
+fn arg<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Arg<'a, 'py>> {
+    if let Ok(v) = x.cast_exact::<Value>() {
+        return Ok(Arg::Node(v));
+    }
+    if let Ok(f) = x.cast_exact::<PyFloat>() {
+        return Ok(Arg::Num(f.value()));
+    }
+    if x.is_instance_of::<PyInt>() {
+        return match x.extract::<f64>() {
+            Ok(f) => Ok(Arg::Num(f)),
+            Err(_) => Err(PyValueError::new_err(format!(
+                "{op}: integer {x} is too large to convert to float"
+            ))),
+        };
+    }
+    if other_backend(x) {
+        return Err(mixed_backends(op));
+    }
+    Ok(number(x).map_or(Arg::Other, Arg::Num))
+}
+
+fn operand(a: &Arg<'_, '_>) -> Operand {
+    match a {
+        Arg::Node(v) => Operand::Node(v.get().id),
+        Arg::Num(c) => Operand::Const(*c),
+        Arg::Other => unreachable!(),
+    }
+}
+
+fn not_implemented(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    Ok(py.NotImplemented())
+}
+
+/// Builds `x op y` for two operands that are Values or numbers (at least one a Value).
+fn binary(py: Python<'_>, op: Op, x: &Arg<'_, '_>, y: &Arg<'_, '_>) -> PyResult<Py<PyAny>> {
+    let (ox, oy) = (operand(x), operand(y));
+    let id = {
+        let mut ar = ARENA.lock();
+        for a in [x, y] {
+            if let Arg::Node(v) = a {
+                register(&mut ar, v);
+            }
+        }
+        if ANOMALY.load(Ordering::Relaxed) {
+            let out = ar.peek_binary(op, ox, oy);
+            if !out.is_finite() {
+                return Err(forward_anomaly(&ar, op.symbol(), &[ox, oy], out));
+            }
+        }
+        let id = ar.binary(op, ox, oy).map_err(arena_error)?;
+        ar.incref(id);
+        id
+    };
+    Ok(wrap(py, id)?.into_any())
+}
+
+fn unary(slf: &Bound<'_, Value>, op: Op, c: [f64; 2]) -> PyResult<Py<Value>> {
+    let a = slf.get().id;
+    let id = {
+        let mut ar = ARENA.lock();
+        register(&mut ar, slf);
+        if ANOMALY.load(Ordering::Relaxed) {
+            let out = ar.peek_unary(op, a, c);
+            if !out.is_finite() {
+                return Err(forward_anomaly(&ar, op.kind(), &[Operand::Node(a)], out));
+            }
+        }
+        let id = ar.unary(op, a, c).map_err(arena_error)?;
+        ar.incref(id);
+        id
+    };
+    wrap(slf.py(), id)
+}
+
+fn number_arg(op: &str, what: &str, x: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if x.cast_exact::<Value>().is_ok() || other_backend(x) {
+        return Err(PyTypeError::new_err(format!("{op}: {what} must be a number, not a Value")));
+    }
+    number(x).ok_or_else(|| {
+        PyTypeError::new_err(format!(
+            "{op}: {what} must be a number, got {}",
+            type_name(x)
+        ))
+    })
+}
+
+fn type_name(x: &Bound<'_, PyAny>) -> String {
+    x.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+#[pymethods]
+impl Value {
+    #[new]
+    #[pyo3(signature = (data, label = ""))]
+    fn new(data: &Bound<'_, PyAny>, label: &str) -> PyResult<Self> {
+        let x = number_arg("Value()", "data", data)?;
+        let mut ar = ARENA.lock();
+        let id = ar.leaf(x).map_err(arena_error)?;
+        ar.incref(id);
+        ar.set_label(id, label);
+        Ok(Value {
+            id,
+            registered: AtomicBool::new(false),
+        })
+    }
+
+    #[classattr]
+    fn _backend() -> &'static str {
+        "rust"
+    }
+
+    /// The node's value.
+    #[getter]
+    fn data(&self) -> f64 {
+        ARENA.lock().data[self.id as usize]
+    }
+
+    #[setter]
+    fn set_data(&self, x: &Bound<'_, PyAny>) -> PyResult<()> {
+        let x = number_arg("data", "data", x)?;
+        ARENA.lock().data[self.id as usize] = x;
+        Ok(())
+    }
+
+    /// d(root)/d(this node), accumulated by `backward()`.
+    #[getter]
+    fn grad(&self) -> f64 {
+        ARENA.lock().grad[self.id as usize]
+    }
+
+    #[setter]
+    fn set_grad(&self, x: &Bound<'_, PyAny>) -> PyResult<()> {
+        let x = number_arg("grad", "grad", x)?;
+        ARENA.lock().grad[self.id as usize] = x;
+        Ok(())
+    }
+
+    #[getter]
+    fn label(&self) -> String {
+        ARENA.lock().label(self.id).to_string()
+    }
+
+    #[setter]
+    fn set_label(&self, label: &Bound<'_, PyAny>) -> PyResult<()> {
+        let label = label.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!("label must be a str, got {}", type_name(label)))
+        })?;
+        ARENA.lock().set_label(self.id, &label.to_cow()?);
+        Ok(())
+    }
+
+    /// The op that made this node, as micrograd names it (`"+"`, `"*"`, `"**2"`, `"ReLU"`; `""` for leaves).
+    #[getter]
+    fn _op(&self, py: Python<'_>) -> String {
+        let (op, c) = {
+            let ar = ARENA.lock();
+            (ar.op(self.id), ar.consts(self.id))
+        };
+        match op {
+            Op::PowConst => format!("**{}", fmt_const(py, c[0])),
+            Op::RPowConst => format!("{}**", fmt_const(py, c[0])),
+            _ => op.symbol().to_string(),
+        }
+    }
+
+    /// The op's kind name (`"add"`, `"pow_const"`, ...), as in `scalargrad.OPS`.
+    #[getter]
+    fn _kind(&self) -> &'static str {
+        ARENA.lock().op(self.id).kind()
+    }
+
+    /// The constants of `**c`, `c**` and `clamp` nodes; `()` for other ops.
+    #[getter]
+    fn _consts(&self) -> Vec<f64> {
+        let ar = ARENA.lock();
+        match ar.op(self.id) {
+            Op::PowConst | Op::RPowConst => vec![ar.consts(self.id)[0]],
+            Op::Clamp => ar.consts(self.id).to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The operands, in order; the same node always comes back as the same object.
+    #[getter]
+    fn _prev<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        // Borrow the canonical handles that exist and count a reference for
+        // each handle still to be made, all under one lock.
+        let mut found: Vec<(NodeId, usize)> = {
+            let mut ar = ARENA.lock();
+            let ids = ar.operands(self.id);
+            ids.into_iter()
+                .map(|k| {
+                    let h = ar.handle(k);
+                    if h != 0 {
+                        // SAFETY: a registered handle is alive until its Drop clears
+                        // the slot, which needs this lock; incref does not run code.
+                        unsafe { ffi::Py_IncRef(h as *mut ffi::PyObject) };
+                    } else {
+                        ar.incref(k);
+                    }
+                    (k, h)
+                })
+                .collect()
+        };
+        let mut out: Vec<Py<PyAny>> = Vec::with_capacity(found.len());
+        for (k, h) in found.drain(..) {
+            if h != 0 {
+                // SAFETY: we own the reference taken above.
+                out.push(unsafe { Bound::from_owned_ptr(py, h as *mut ffi::PyObject).unbind() });
+                continue;
+            }
+            let v = Bound::new(
+                py,
+                Value {
+                    id: k,
+                    registered: AtomicBool::new(false),
+                },
+            )?;
+            untrack(&v);
+            let existing = {
+                let mut ar = ARENA.lock();
+                let h = ar.handle(k);
+                if h == 0 {
+                    register(&mut ar, &v);
+                } else {
+                    unsafe { ffi::Py_IncRef(h as *mut ffi::PyObject) };
+                }
+                h
+            };
+            if existing != 0 {
+                // Made meanwhile (by the collector running code): use that one.
+                drop(v);
+                out.push(unsafe { Bound::from_owned_ptr(py, existing as *mut ffi::PyObject).unbind() });
+            } else {
+                out.push(v.into_any().unbind());
+            }
+        }
+        PyTuple::new(py, out)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let (d, g, label) = {
+            let ar = ARENA.lock();
+            let i = self.id as usize;
+            (ar.data[i], ar.grad[i], ar.label(self.id).to_string())
+        };
+        let (d, g) = (py_repr(py, d), py_repr(py, g));
+        if label.is_empty() {
+            format!("Value(data={d}, grad={g})")
+        } else {
+            let l = PyString::new(py, &label)
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or(label);
+            format!("Value(data={d}, grad={g}, label={l})")
+        }
+    }
+
+    fn __float__(&self) -> f64 {
+        self.data()
+    }
+
+    fn __hash__(&self) -> u64 {
+        self.id as u64
+    }
+
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let y = if let Ok(v) = other.cast_exact::<Value>() {
+            v.get().data()
+        } else if let Some(y) = number(other) {
+            y
+        } else if other_backend(other) {
+            other.extract::<f64>()?
+        } else {
+            return not_implemented(py);
+        };
+        let x = self.data();
+        let r = match op {
+            CompareOp::Lt => x < y,
+            CompareOp::Le => x <= y,
+            CompareOp::Gt => x > y,
+            CompareOp::Ge => x >= y,
+            CompareOp::Eq => x == y,
+            CompareOp::Ne => x != y,
+        };
+        Ok(pyo3::types::PyBool::new(py, r).to_owned().into_any().unbind())
+    }
+
+    fn __add__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match arg("+", other)? {
+            Arg::Other => not_implemented(slf.py()),
+            y => binary(slf.py(), Op::Add, &Arg::Node(slf), &y),
+        }
+    }
+
+    fn __radd__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match arg("+", other)? {
+            Arg::Other => not_implemented(slf.py()),
+            x => binary(slf.py(), Op::Add, &x, &Arg::Node(slf)),
+        }
+    }
+
+    fn __sub__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match arg("-", other)? {
+            Arg::Other => not_implemented(slf.py()),
+            y => binary(slf.py(), Op::Sub, &Arg::Node(slf), &y),
+        }
+    }
+
+    fn __rsub__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match arg("-", other)? {
+            Arg::Other => not_implemented(slf.py()),
+            x => binary(slf.py(), Op::Sub, &x, &Arg::Node(slf)),
+        }
+    }
+
+    fn __mul__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match arg("*", other)? {
+            Arg::Other => not_implemented(slf.py()),
+            y => binary(slf.py(), Op::Mul, &Arg::Node(slf), &y),
+        }
+    }
+
+    fn __rmul__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match arg("*", other)? {
+            Arg::Other => not_implemented(slf.py()),
+            x => binary(slf.py(), Op::Mul, &x, &Arg::Node(slf)),
+        }
+    }
+
+    fn __truediv__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match arg("/", other)? {
+            Arg::Other => not_implemented(slf.py()),
+            y => binary(slf.py(), Op::Div, &Arg::Node(slf), &y),
+        }
+    }
+
+    fn __rtruediv__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match arg("/", other)? {
+            Arg::Other => not_implemented(slf.py()),
+            x => binary(slf.py(), Op::Div, &x, &Arg::Node(slf)),
+        }
+    }
+
+    fn __pow__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        modulo: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        if modulo.is_some_and(|m| !m.is_none()) {
+            return not_implemented(slf.py());
+        }
+        match arg("**", other)? {
+            Arg::Other => not_implemented(slf.py()),
+            Arg::Num(c) => Ok(unary(slf, Op::PowConst, [c, 0.0])?.into_any()),
+            y => binary(slf.py(), Op::Pow, &Arg::Node(slf), &y),
+        }
+    }
+
+    fn __rpow__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        modulo: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        if modulo.is_some_and(|m| !m.is_none()) {
+            return not_implemented(slf.py());
+        }
+        match arg("**", other)? {
+            Arg::Num(c) => Ok(unary(slf, Op::RPowConst, [c, 0.0])?.into_any()),
+            Arg::Node(x) => binary(slf.py(), Op::Pow, &Arg::Node(x), &Arg::Node(slf)),
+            Arg::Other => not_implemented(slf.py()),
+        }
+    }
+
+    fn __neg__(slf: &Bound<'_, Self>) -> PyResult<Py<Value>> {
+        unary(slf, Op::Neg, [0.0; 2])
+    }
+
+    fn __pos__(slf: &Bound<'_, Self>) -> Py<Value> {
+        slf.clone().unbind()
+    }
+
+    fn __abs__(slf: &Bound<'_, Self>) -> PyResult<Py<Value>> {
+        unary(slf, Op::Abs, [0.0; 2])
+    }
+
+    /// `exp(x)`.
+    fn exp(slf: &Bound<'_, Self>) -> PyResult<Py<Value>> {
+        unary(slf, Op::Exp, [0.0; 2])
+    }
+
+    /// Natural logarithm; `log(0) = -inf`, `log(-1) = nan`.
+    fn log(slf: &Bound<'_, Self>) -> PyResult<Py<Value>> {
+        unary(slf, Op::Log, [0.0; 2])
+    }
+
+    /// Hyperbolic tangent.
+    fn tanh(slf: &Bound<'_, Self>) -> PyResult<Py<Value>> {
+        unary(slf, Op::Tanh, [0.0; 2])
+    }
+
+    /// `1 / (1 + exp(-x))`.
+    fn sigmoid(slf: &Bound<'_, Self>) -> PyResult<Py<Value>> {
+        unary(slf, Op::Sigmoid, [0.0; 2])
+    }
+
+    /// `max(x, 0)`; NaN stays NaN.
+    fn relu(slf: &Bound<'_, Self>) -> PyResult<Py<Value>> {
+        unary(slf, Op::Relu, [0.0; 2])
+    }
+
+    /// `|x|`, with gradient `sign(x)` (0 at 0).
+    fn abs(slf: &Bound<'_, Self>) -> PyResult<Py<Value>> {
+        unary(slf, Op::Abs, [0.0; 2])
+    }
+
+    /// `min(max(x, lo), hi)`; the gradient passes where `lo <= x <= hi`.
+    fn clamp(
+        slf: &Bound<'_, Self>,
+        lo: &Bound<'_, PyAny>,
+        hi: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<Value>> {
+        let lo = number_arg("clamp", "lo", lo)?;
+        let hi = number_arg("clamp", "hi", hi)?;
+        // `lo <= hi` is false when either is NaN.
+        if !(lo <= hi) {
+            return Err(PyValueError::new_err(format!(
+                "clamp: need lo <= hi, got lo={} and hi={}",
+                fmt_f64(lo),
+                fmt_f64(hi)
+            )));
+        }
+        unary(slf, Op::Clamp, [lo, hi])
+    }
+
+    /// Adds d(self)/d(node) into the `grad` of every node this one depends on,
+    /// seeding `self.grad` with 1.0. Iterative: any depth works. Ctrl-C interrupts it.
+    fn backward(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let root = slf.get().id;
+        let check = ANOMALY.load(Ordering::Relaxed);
+        let order = {
+            let mut ar = ARENA.lock();
+            let order = backward::order(&mut ar, root);
+            ar.grad[root as usize] = 1.0;
+            order
+        };
+        // The root's handle keeps the whole graph alive, and nothing can change a
+        // node's operands, so the order stays valid between chunks.
+        for chunk in order.chunks(SIGNAL_CHUNK) {
+            {
+                let mut ar = ARENA.lock();
+                backward::sweep(&mut ar, chunk, check).map_err(|a| backward_anomaly(&ar, &a))?;
+            }
+            if order.len() > SIGNAL_CHUNK {
+                py.check_signals()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Collects the operands of an n-ary op from a Python iterable.
+fn collect_args<'py>(
+    op: &str,
+    items: &Bound<'py, PyAny>,
+) -> PyResult<(Vec<Operand>, Vec<Bound<'py, Value>>)> {
+    let mut ops_ = Vec::new();
+    let mut nodes = Vec::new();
+    for (i, item) in items.try_iter()?.enumerate() {
+        let item = item?;
+        match arg(op, &item)? {
+            Arg::Node(v) => {
+                ops_.push(Operand::Node(v.get().id));
+                nodes.push(v.clone());
+            }
+            Arg::Num(c) => ops_.push(Operand::Const(c)),
+            Arg::Other => {
+                return Err(PyTypeError::new_err(format!(
+                    "{op}: element {i} must be a Value or a number, got {}",
+                    type_name(&item)
+                )))
+            }
+        }
+    }
+    Ok((ops_, nodes))
+}
+
+fn nary(
+    py: Python<'_>,
+    name: &str,
+    nodes: &[Bound<'_, Value>],
+    operands: &[Operand],
+    build: impl FnOnce(&mut Arena) -> (f64, Result<NodeId, ArenaError>),
+) -> PyResult<Py<Value>> {
+    let id = {
+        let mut ar = ARENA.lock();
+        for v in nodes {
+            register(&mut ar, v);
+        }
+        let (out, id) = build(&mut ar);
+        if ANOMALY.load(Ordering::Relaxed) && !out.is_finite() {
+            let err = forward_anomaly(&ar, name, operands, out);
+            if let Ok(id) = id {
+                ar.incref(id);
+                ar.decref(id);
+            }
+            return Err(err);
+        }
+        let id = id.map_err(arena_error)?;
+        ar.incref(id);
+        id
+    };
+    wrap(py, id)
+}
+
+/// `sum(values, start=None)`: one n-ary node `((x1 + x2) + x3) + ...`. With `start`,
+/// it is the first operand (as in Python's `sum(values, start)`). Empty: 0.0.
+#[pyfunction]
+#[pyo3(signature = (values, start = None))]
+fn sum(
+    py: Python<'_>,
+    values: &Bound<'_, PyAny>,
+    start: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<Value>> {
+    let (mut operands, mut nodes) = match start {
+        Some(s) => collect_args("sum", PyTuple::new(py, [s])?.as_any())?,
+        None => (Vec::new(), Vec::new()),
+    };
+    let (more, more_nodes) = collect_args("sum", values)?;
+    operands.extend(more);
+    nodes.extend(more_nodes);
+    nary(py, "sum", &nodes, &operands, |ar| {
+        (ar.peek_sum(&operands), ar.sum(&operands))
+    })
+}
+
+/// `dot(ws, xs)`: one n-ary node `((w1*x1 + w2*x2) + w3*x3) + ...`.
+#[pyfunction]
+fn dot(py: Python<'_>, ws: &Bound<'_, PyAny>, xs: &Bound<'_, PyAny>) -> PyResult<Py<Value>> {
+    let (w, mut nodes) = collect_args("dot", ws)?;
+    let (x, xn) = collect_args("dot", xs)?;
+    if w.len() != x.len() {
+        return Err(PyValueError::new_err(format!(
+            "dot: ws and xs differ in length ({} and {})",
+            w.len(),
+            x.len()
+        )));
+    }
+    nodes.extend(xn);
+    let all: Vec<Operand> = w.iter().chain(&x).copied().collect();
+    nary(py, "dot", &nodes, &all, |ar| (ar.peek_dot(&w, &x), ar.dot(&w, &x)))
+}
+
+/// Turns anomaly checking on or off (`scalargrad.detect_anomaly()` uses this).
+#[pyfunction]
+fn set_anomaly(on: bool) -> bool {
+    ANOMALY.swap(on, Ordering::Relaxed)
+}
+
+/// Arena statistics: live nodes, slots, reserved bytes and bytes per node.
+#[pyfunction]
+fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let (live, slots, reserved) = {
+        let ar = ARENA.lock();
+        (ar.live(), ar.slots(), ar.reserved_bytes())
+    };
+    let d = PyDict::new(py);
+    d.set_item("live_nodes", live)?;
+    d.set_item("slots", slots)?;
+    d.set_item("reserved_bytes", reserved)?;
+    d.set_item("bytes_per_node", BYTES_PER_NODE)?;
+    Ok(d)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Value>()?;
+    m.add_function(wrap_pyfunction!(sum, m)?)?;
+    m.add_function(wrap_pyfunction!(dot, m)?)?;
+    m.add_function(wrap_pyfunction!(set_anomaly, m)?)?;
+    m.add_function(wrap_pyfunction!(stats, m)?)?;
+    let kinds: Vec<&str> = ops::ALL.iter().map(|o| o.kind()).collect();
+    m.add("OPS", PyTuple::new(m.py(), kinds)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! scalargrad: a scalar reverse-mode autograd engine.
+//!
+//! The core (`arena`, `ops`, `backward`) is plain Rust with no Python in it, tested
+//! by `cargo test`. The Python extension module `scalargrad._core` lives in
+//! `bindings` and is compiled only with the `python` feature (maturin turns it on).
+
+pub mod arena;
+pub mod backward;
+pub mod ops;
+
+#[cfg(feature = "python")]
+mod bindings;
