@@ -212,7 +212,10 @@ mod tests {
         backward(&mut ar, sq, false).unwrap();
         assert_eq!(ar.grad[x as usize], 6.0);
         backward(&mut ar, sq, false).unwrap();
-        assert_eq!(ar.grad[x as usize], 12.0, "gradients accumulate across calls");
+        assert_eq!(
+            ar.grad[x as usize], 12.0,
+            "gradients accumulate across calls"
+        );
     }
 
     #[test]

@@ -12,11 +12,13 @@ use crate::arena::{Arena, ArenaError, NodeId, Operand, BYTES_PER_NODE};
 use crate::backward;
 use crate::ops::{self, Op};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyFloatingPointError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyFloatingPointError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError,
+};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::types::{PyDict, PyFloat, PyInt, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static ARENA: Mutex<Arena> = Mutex::new(Arena::new());
@@ -84,7 +86,9 @@ fn register(ar: &mut Arena, v: &Bound<'_, Value>) {
 fn arena_error(e: ArenaError) -> PyErr {
     match e {
         ArenaError::Full => PyMemoryError::new_err("scalargrad: the arena is full (2**32 nodes)"),
-        ArenaError::Stale(id) => PyRuntimeError::new_err(format!("scalargrad: node {id} is not live")),
+        ArenaError::Stale(id) => {
+            PyRuntimeError::new_err(format!("scalargrad: node {id} is not live"))
+        }
     }
 }
 
@@ -141,7 +145,11 @@ fn forward_anomaly(ar: &Arena, name: &str, operands: &[Operand], out: f64) -> Py
 
 fn backward_anomaly(ar: &Arena, a: &backward::Anomaly) -> PyErr {
     let op = ar.op(a.node);
-    let operands: Vec<String> = ar.operands(a.node).iter().map(|&x| describe(ar, x)).collect();
+    let operands: Vec<String> = ar
+        .operands(a.node)
+        .iter()
+        .map(|&x| describe(ar, x))
+        .collect();
     PyFloatingPointError::new_err(format!(
         "detect_anomaly: backward of {} gave gradient {} to operand {} (operands: {})",
         op.kind(),
@@ -199,7 +207,26 @@ fn arg<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Arg<'a, 'py>> {
     if other_backend(x) {
         return Err(mixed_backends(op));
     }
-    Ok(number(x).map_or(Arg::Other, Arg::Num))
+    if let Some(c) = number(x) {
+        return Ok(Arg::Num(c));
+    }
+    // Builtin containers would otherwise meet Python's sequence-repeat fallback
+    // ("can't multiply sequence by non-int"), which hides the op; say it plainly.
+    // Other types get NotImplemented, so NumPy arrays and friends can take over.
+    if x.is_none()
+        || x.is_instance_of::<PyString>()
+        || x.is_instance_of::<PyBytes>()
+        || x.is_instance_of::<PyList>()
+        || x.is_instance_of::<PyTuple>()
+        || x.is_instance_of::<PyDict>()
+        || x.is_instance_of::<PySet>()
+    {
+        return Err(PyTypeError::new_err(format!(
+            "unsupported operand type(s) for {op}: 'Value' and '{}'",
+            type_name(x)
+        )));
+    }
+    Ok(Arg::Other)
 }
 
 fn operand(a: &Arg<'_, '_>) -> Operand {
@@ -257,7 +284,9 @@ fn unary(slf: &Bound<'_, Value>, op: Op, c: [f64; 2]) -> PyResult<Py<Value>> {
 
 fn number_arg(op: &str, what: &str, x: &Bound<'_, PyAny>) -> PyResult<f64> {
     if x.cast_exact::<Value>().is_ok() || other_backend(x) {
-        return Err(PyTypeError::new_err(format!("{op}: {what} must be a number, not a Value")));
+        return Err(PyTypeError::new_err(format!(
+            "{op}: {what} must be a number, not a Value"
+        )));
     }
     number(x).ok_or_else(|| {
         PyTypeError::new_err(format!(
@@ -416,7 +445,9 @@ impl Value {
             if existing != 0 {
                 // Made meanwhile (by the collector running code): use that one.
                 drop(v);
-                out.push(unsafe { Bound::from_owned_ptr(py, existing as *mut ffi::PyObject).unbind() });
+                out.push(unsafe {
+                    Bound::from_owned_ptr(py, existing as *mut ffi::PyObject).unbind()
+                });
             } else {
                 out.push(v.into_any().unbind());
             }
@@ -470,7 +501,10 @@ impl Value {
             CompareOp::Eq => x == y,
             CompareOp::Ne => x != y,
         };
-        Ok(pyo3::types::PyBool::new(py, r).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, r)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 
     fn __add__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
@@ -609,8 +643,8 @@ impl Value {
     ) -> PyResult<Py<Value>> {
         let lo = number_arg("clamp", "lo", lo)?;
         let hi = number_arg("clamp", "hi", hi)?;
-        // `lo <= hi` is false when either is NaN.
-        if !(lo <= hi) {
+        // Rejects NaN bounds as well as lo > hi.
+        if lo.partial_cmp(&hi).is_none_or(|o| o.is_gt()) {
             return Err(PyValueError::new_err(format!(
                 "clamp: need lo <= hi, got lo={} and hi={}",
                 fmt_f64(lo),
@@ -656,18 +690,18 @@ fn collect_args<'py>(
     let mut nodes = Vec::new();
     for (i, item) in items.try_iter()?.enumerate() {
         let item = item?;
-        match arg(op, &item)? {
-            Arg::Node(v) => {
-                ops_.push(Operand::Node(v.get().id));
-                nodes.push(v.clone());
-            }
-            Arg::Num(c) => ops_.push(Operand::Const(c)),
-            Arg::Other => {
-                return Err(PyTypeError::new_err(format!(
-                    "{op}: element {i} must be a Value or a number, got {}",
-                    type_name(&item)
-                )))
-            }
+        if let Ok(v) = item.cast_exact::<Value>() {
+            ops_.push(Operand::Node(v.get().id));
+            nodes.push(v.clone());
+        } else if let Some(c) = number(&item) {
+            ops_.push(Operand::Const(c));
+        } else if other_backend(&item) {
+            return Err(mixed_backends(op));
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "{op}: element {i} must be a Value or a number, got {}",
+                type_name(&item)
+            )));
         }
     }
     Ok((ops_, nodes))
@@ -736,7 +770,9 @@ fn dot(py: Python<'_>, ws: &Bound<'_, PyAny>, xs: &Bound<'_, PyAny>) -> PyResult
     }
     nodes.extend(xn);
     let all: Vec<Operand> = w.iter().chain(&x).copied().collect();
-    nary(py, "dot", &nodes, &all, |ar| (ar.peek_dot(&w, &x), ar.dot(&w, &x)))
+    nary(py, "dot", &nodes, &all, |ar| {
+        (ar.peek_dot(&w, &x), ar.dot(&w, &x))
+    })
 }
 
 /// Turns anomaly checking on or off (`scalargrad.detect_anomaly()` uses this).

@@ -289,11 +289,21 @@ mod tests {
     fn derivatives_match_finite_differences() {
         let h = 1e-6;
         for &a in &[-1.3, -0.2, 0.4, 2.5] {
-            for op in [Op::Exp, Op::Tanh, Op::Sigmoid, Op::Neg, Op::PowConst, Op::RPowConst] {
+            for op in [
+                Op::Exp,
+                Op::Tanh,
+                Op::Sigmoid,
+                Op::Neg,
+                Op::PowConst,
+                Op::RPowConst,
+            ] {
                 let c = [3.0, 0.0];
                 let num = (unary(op, a + h, c) - unary(op, a - h, c)) / (2.0 * h);
                 let ana = unary_grad(op, 1.0, a, unary(op, a, c), c);
-                assert!((num - ana).abs() < 1e-5 * (1.0 + ana.abs()), "{op:?} at {a}");
+                assert!(
+                    (num - ana).abs() < 1e-5 * (1.0 + ana.abs()),
+                    "{op:?} at {a}"
+                );
             }
         }
     }

@@ -21,9 +21,10 @@ gives either one explicitly, so a program can hold both.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from scalargrad import _core, reference
 

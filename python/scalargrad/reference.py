@@ -21,7 +21,8 @@ result that C's libm (and so the Rust backend) gives.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any, Callable, Optional
 
 __all__ = ["Value", "sum", "dot", "OPS", "set_anomaly"]
 
@@ -428,12 +429,18 @@ def _const(op: str, x: Any) -> Optional[float]:
             f"{op}: cannot combine a reference Value with a rust Value; "
             "build both operands on one backend"
         )
-    if isinstance(x, (str, bytes)):
-        return None
+    if x is None or isinstance(x, _CONTAINERS):
+        # Builtin containers would otherwise meet Python's sequence-repeat fallback
+        # ("can't multiply sequence by non-int"), which hides the op; say it plainly.
+        # Other types get NotImplemented, so NumPy arrays and friends can take over.
+        raise TypeError(f"unsupported operand type(s) for {op}: 'Value' and '{tx.__name__}'")
     try:
         return float(x)
     except (TypeError, ValueError):
         return None
+
+
+_CONTAINERS = (str, bytes, list, tuple, dict, set, frozenset)
 
 
 def _operand(op: str, x: Any) -> Optional[Value]:
@@ -458,12 +465,17 @@ def _compare_operand(x: Any) -> Optional[float]:
 def _collect(op: str, items: Iterable[Any]) -> list[Value]:
     out = []
     for i, x in enumerate(items):
-        v = _operand(op, x)
-        if v is None:
+        if isinstance(x, Value):
+            out.append(x)
+            continue
+        if getattr(type(x), "_backend", None) is not None:
+            _const(op, x)  # raises the mixed-backends error
+        try:
+            out.append(_leaf(_number(op, f"element {i}", x)))
+        except TypeError:
             raise TypeError(
                 f"{op}: element {i} must be a Value or a number, got {type(x).__name__}"
-            )
-        out.append(v)
+            ) from None
     return out
 
 
