@@ -30,12 +30,17 @@ from scalargrad import _core, reference
 
 __all__ = [
     "BACKENDS",
+    "History",
     "OPS",
     "Value",
     "__version__",
     "backend",
     "backend_module",
     "detect_anomaly",
+    "evaluate",
+    "fit",
+    "predict",
+    "softmax",
     "dot",
     "sum",
 ]
@@ -128,3 +133,16 @@ def detect_anomaly() -> Iterator[None]:
     finally:
         _core.set_anomaly(previous[0])
         reference.set_anomaly(previous[1])
+
+
+def __getattr__(name: str) -> Any:
+    # The training API loads on first use, so `import scalargrad` stays light.
+    if name in ("fit", "predict", "evaluate", "History"):
+        from scalargrad import train
+
+        return getattr(train, name)
+    if name == "softmax":
+        from scalargrad.losses import softmax
+
+        return softmax
+    raise AttributeError(f"module 'scalargrad' has no attribute {name!r}")

@@ -1,0 +1,111 @@
+"""Loss functions over Values. Each returns one Value: the mean over the samples.
+
+Predictions are Values (or lists of Values for ``softmax_cross_entropy``); targets
+are numbers. Every loss is built from the op table, so it runs on both backends and
+differentiates like any other expression.
+
+>>> from scalargrad import Value
+>>> from scalargrad.losses import hinge
+>>> hinge([Value(2.0), Value(-0.5)], [1, 1]).data   # mean of relu(1 - y*s)
+0.75
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import scalargrad
+
+__all__ = [
+    "binary_cross_entropy",
+    "bce_with_logits",
+    "hinge",
+    "l2",
+    "mse",
+    "softmax",
+    "softmax_cross_entropy",
+]
+
+
+def _pairs(name: str, preds: Any, targets: Any) -> tuple[list[Any], list[Any]]:
+    if not isinstance(preds, (list, tuple)):
+        preds, targets = [preds], [targets]
+    targets = list(targets)
+    if len(preds) != len(targets):
+        raise ValueError(f"{name}: {len(preds)} predictions but {len(targets)} targets")
+    if not preds:
+        raise ValueError(f"{name}: no predictions")
+    return list(preds), targets
+
+
+def _mean(terms: list[Any]) -> Any:
+    return scalargrad.sum(terms) * (1.0 / len(terms))
+
+
+def mse(preds: Sequence[Any], targets: Sequence[Any]) -> Any:
+    """Mean squared error ``mean((p - t)**2)``."""
+    preds, targets = _pairs("mse", preds, targets)
+    return _mean([(p - float(t)) ** 2 for p, t in zip(preds, targets)])
+
+
+def binary_cross_entropy(probs: Sequence[Any], targets: Sequence[Any], eps: float = 1e-12) -> Any:
+    """``-mean(t log p + (1 - t) log(1 - p))`` for probabilities ``p`` (clamped to
+    ``[eps, 1 - eps]`` so a confident mistake costs a large but finite loss)."""
+    probs, targets = _pairs("binary_cross_entropy", probs, targets)
+    terms = []
+    for p, t in zip(probs, targets):
+        t = float(t)
+        p = p.clamp(eps, 1.0 - eps)
+        terms.append(-(t * p.log() + (1.0 - t) * (1.0 - p).log()))
+    return _mean(terms)
+
+
+def bce_with_logits(logits: Sequence[Any], targets: Sequence[Any]) -> Any:
+    """Binary cross-entropy on logits, stable for any magnitude:
+    ``max(z, 0) - z t + log(1 + exp(-|z|))``."""
+    logits, targets = _pairs("bce_with_logits", logits, targets)
+    terms = []
+    for z, t in zip(logits, targets):
+        terms.append(z.relu() - z * float(t) + (1.0 + (-abs(z)).exp()).log())
+    return _mean(terms)
+
+
+def hinge(scores: Sequence[Any], targets: Sequence[Any]) -> Any:
+    """SVM max-margin loss ``mean(relu(1 - y s))``, micrograd's demo loss. Targets
+    are +1/-1 (0 counts as -1)."""
+    scores, targets = _pairs("hinge", scores, targets)
+    return _mean([(1 + -(1.0 if t > 0 else -1.0) * s).relu() for s, t in zip(scores, targets)])
+
+
+def softmax(values: Sequence[Any]) -> list[Any]:
+    """Softmax of a list of Values, as a list of Values. Stable: shifted by the
+    largest value (a constant, so gradients are unchanged)."""
+    values = list(values)
+    if not values:
+        raise ValueError("softmax: no values")
+    m = max(float(v) for v in values)
+    exps = [(v - m).exp() for v in values]
+    total = scalargrad.sum(exps)
+    return [e / total for e in exps]
+
+
+def softmax_cross_entropy(logits: Sequence[Sequence[Any]], targets: Sequence[int]) -> Any:
+    """Mean of ``-log softmax(logits)[target]`` over samples; each sample's logits
+    are a list of Values and its target a class index. Stable (log-sum-exp)."""
+    logits, targets = _pairs("softmax_cross_entropy", logits, targets)
+    terms = []
+    for row, t in zip(logits, targets):
+        row = list(row)
+        k = int(t)
+        if not 0 <= k < len(row):
+            raise ValueError(f"softmax_cross_entropy: target {t} is not a class of {len(row)}")
+        m = max(float(v) for v in row)
+        lse = scalargrad.sum([(v - m).exp() for v in row]).log() + m
+        terms.append(lse - row[k])
+    return _mean(terms)
+
+
+def l2(params: Sequence[Any], alpha: float = 1.0) -> Any:
+    """The L2 penalty ``alpha * sum(p * p)`` (micrograd's ``reg_loss``)."""
+    return alpha * scalargrad.sum([p * p for p in params])

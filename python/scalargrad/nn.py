@@ -1,0 +1,452 @@
+"""Neural-network modules over Values: micrograd's ``Neuron``, ``Layer`` and ``MLP``
+with micrograd's semantics, plus activations per layer, seeded initialisation, a
+choice of backend, state dicts, saving and a summary.
+
+Code written for ``micrograd.nn`` ports by changing its import:
+
+>>> import random
+>>> from scalargrad.nn import MLP
+>>> random.seed(1337)
+>>> model = MLP(2, [16, 16, 1])        # ReLU hidden layers, linear output
+>>> len(model.parameters())
+337
+>>> model([1.0, -2.0])._op
+'+'
+
+Each neuron computes ``act(dot(w, x) + b)``: one fused ``dot`` node however many
+inputs, so a model's graph stays compact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Optional, Union
+
+import scalargrad
+
+__all__ = ["ACTIVATIONS", "MLP", "Layer", "Module", "Neuron", "load"]
+
+#: Activation names, and how each neuron applies it.
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+
+_NEURON_NAMES = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "linear": "Linear"}
+
+FORMAT = "scalargrad.module"
+FORMAT_VERSION = 1
+
+Backend = Union[str, ModuleType, None]
+
+
+def _backend(backend: Backend) -> ModuleType:
+    if backend is None:
+        return scalargrad.backend_module(scalargrad.backend)
+    if isinstance(backend, ModuleType):
+        return backend
+    return scalargrad.backend_module(backend)
+
+
+def _rng(seed: Optional[int], rng: Optional[random.Random]) -> Any:
+    """The random source for initial weights: ``rng`` if given, a fresh generator
+    for ``seed``, else Python's global ``random`` (as micrograd draws)."""
+    if rng is not None:
+        return rng
+    if seed is not None:
+        return random.Random(seed)
+    return random
+
+
+def _activation(name: str) -> str:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+    return name
+
+
+class Module:
+    """Base class: parameters, gradients, train/eval mode, state dicts, saving.
+
+    Subclasses override ``named_parameters()`` (or, as in micrograd, ``parameters()``).
+    """
+
+    training: bool = True
+
+    def named_parameters(self) -> list[tuple[str, Any]]:
+        """``(name, Value)`` pairs, in a stable order."""
+        return [(str(i), p) for i, p in enumerate(self.parameters())]
+
+    def parameters(self) -> list[Any]:
+        """The trainable Values, in a stable order."""
+        return []
+
+    def zero_grad(self) -> None:
+        """Sets every parameter's gradient to 0 (gradients accumulate otherwise)."""
+        for p in self.parameters():
+            p.grad = 0.0
+
+    def children(self) -> Iterator[Module]:
+        return iter(())
+
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (the default); returns the module."""
+        self.training = mode
+        for c in self.children():
+            c.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode; returns the module."""
+        return self.train(False)
+
+    # -- state --
+
+    def state_dict(self) -> dict[str, float]:
+        """Parameter values by name (plain floats)."""
+        return {name: p.data for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Sets parameters from ``state``. Checks everything before changing
+        anything: a bad state raises ``ValueError`` and leaves the module as it was."""
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if strict and (missing or unexpected):
+            raise ValueError(
+                f"load_state_dict: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+            )
+        values = {}
+        for k, p in params.items():
+            if k in state:
+                try:
+                    values[k] = float(state[k])
+                except (TypeError, ValueError):
+                    raise ValueError(
+                        f"load_state_dict: {k} must be a number, got {type(state[k]).__name__}"
+                    ) from None
+        for k, x in values.items():
+            params[k].data = x
+
+    def config(self) -> dict[str, Any]:
+        """The architecture: enough to build the same module again (see ``load``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its architecture")
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Writes architecture, weights, library version and a checksum as JSON.
+
+        Atomic: the file is written beside the target and renamed over it, so a
+        crash mid-save leaves any old file intact. Weights round-trip bit for bit.
+        """
+        body = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "library_version": scalargrad.__version__,
+            "architecture": self.config(),
+            "parameters": {k: float.hex(v) for k, v in self.state_dict().items()},
+        }
+        body["checksum"] = _checksum(body)
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(body, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load(self, path: Union[str, os.PathLike]) -> None:
+        """Loads weights saved by ``save`` into this module, after checking the
+        file's checksum and that its architecture is this module's. On any error
+        (``OSError``, ``ValueError``) the module is left untouched."""
+        body = _read(path)
+        if body["architecture"] != self.config():
+            raise ValueError(
+                f"{path}: architecture {body['architecture']} does not match this "
+                f"module's {self.config()}"
+            )
+        self.load_state_dict(body["parameters"])
+
+    # -- display --
+
+    def _rows(self) -> list[tuple[str, str, str, int]]:
+        return [(type(self).__name__, "", "", len(self.parameters()))]
+
+    def summary(self) -> str:
+        """A table of layers, shapes, activations and parameter counts."""
+        rows = [("layer", "shape", "activation", "params")]
+        rows += [(a, b, c, f"{n:,}") for a, b, c, n in self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        line = "  ".join("-" * w for w in widths)
+
+        def fmt(r: Sequence[str]) -> str:
+            return "  ".join(
+                s.rjust(w) if i == 3 else s.ljust(w) for i, (s, w) in enumerate(zip(r, widths))
+            )
+
+        total = len(self.parameters())
+        out = [type(self).__name__, line, fmt(rows[0]), line]
+        out += [fmt(r) for r in rows[1:]]
+        out += [line, f"total parameters: {total:,}"]
+        return "\n".join(out)
+
+
+class Neuron(Module):
+    """``act(w . x + b)`` with ``w`` drawn uniformly from [-1, 1] and ``b = 0``.
+
+    ``Neuron(nin, nonlin=True)`` is micrograd's (ReLU, or linear with
+    ``nonlin=False``); ``activation=`` picks any of ``ACTIVATIONS`` instead.
+    """
+
+    def __init__(
+        self,
+        nin: int,
+        nonlin: bool = True,
+        *,
+        activation: Optional[str] = None,
+        seed: Optional[int] = None,
+        backend: Backend = None,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        if not isinstance(nin, int) or nin < 1:
+            raise ValueError(f"Neuron: nin must be a positive int, got {nin!r}")
+        self.backend = _backend(backend)
+        self.activation = _activation(activation or ("relu" if nonlin else "linear"))
+        r = _rng(seed, rng)
+        V = self.backend.Value
+        self.w = [V(r.uniform(-1, 1)) for _ in range(nin)]
+        self.b = V(0.0)
+
+    @property
+    def nonlin(self) -> bool:
+        return self.activation != "linear"
+
+    def __call__(self, x: Sequence[Any]) -> Any:
+        if len(x) != len(self.w):
+            raise ValueError(f"Neuron: expected {len(self.w)} inputs, got {len(x)}")
+        act = self.backend.dot(self.w, x) + self.b
+        a = self.activation
+        if a == "relu":
+            return act.relu()
+        if a == "tanh":
+            return act.tanh()
+        if a == "sigmoid":
+            return act.sigmoid()
+        return act
+
+    def named_parameters(self) -> list[tuple[str, Any]]:
+        return [(f"w.{i}", w) for i, w in enumerate(self.w)] + [("b", self.b)]
+
+    def parameters(self) -> list[Any]:
+        return [*self.w, self.b]
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "Neuron", "nin": len(self.w), "activation": self.activation}
+
+    def __repr__(self) -> str:
+        return f"{_NEURON_NAMES[self.activation]}Neuron({len(self.w)})"
+
+
+class Layer(Module):
+    """``nout`` neurons over the same ``nin`` inputs. Calling it returns a list of
+    Values, or a single Value when ``nout == 1`` (as micrograd's does). Keyword
+    arguments go to each ``Neuron``."""
+
+    def __init__(self, nin: int, nout: int, **kwargs: Any) -> None:
+        if not isinstance(nout, int) or nout < 1:
+            raise ValueError(f"Layer: nout must be a positive int, got {nout!r}")
+        seed = kwargs.pop("seed", None)
+        kwargs["rng"] = _rng(seed, kwargs.get("rng"))
+        self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
+
+    @property
+    def nin(self) -> int:
+        return len(self.neurons[0].w)
+
+    @property
+    def activation(self) -> str:
+        return self.neurons[0].activation
+
+    def __call__(self, x: Sequence[Any]) -> Any:
+        out = [n(x) for n in self.neurons]
+        return out[0] if len(out) == 1 else out
+
+    def children(self) -> Iterator[Module]:
+        return iter(self.neurons)
+
+    def named_parameters(self) -> list[tuple[str, Any]]:
+        return [
+            (f"neurons.{i}.{name}", p)
+            for i, n in enumerate(self.neurons)
+            for name, p in n.named_parameters()
+        ]
+
+    def parameters(self) -> list[Any]:
+        return [p for n in self.neurons for p in n.parameters()]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "Layer",
+            "nin": self.nin,
+            "nout": len(self.neurons),
+            "activation": self.activation,
+        }
+
+    def _rows(self) -> list[tuple[str, str, str, int]]:
+        n = len(self.neurons)
+        return [("Layer", f"{self.nin} -> {n}", self.activation, n * (self.nin + 1))]
+
+    def __repr__(self) -> str:
+        return f"Layer of [{', '.join(str(n) for n in self.neurons)}]"
+
+
+LayerSpec = Union[int, tuple[int, str], list]
+
+
+class MLP(Module):
+    """A multi-layer perceptron.
+
+    ``MLP(nin, nouts)`` is micrograd's: ReLU hidden layers and a linear output.
+    ``activation=`` sets the hidden layers' activation; an entry of ``nouts`` may be
+    ``(size, activation)`` to set one layer's, e.g.
+    ``MLP(2, [(4, "relu"), (4, "tanh"), (1, "sigmoid")])``. ``seed=`` makes the
+    initial weights reproducible (otherwise they come from Python's ``random``, as
+    in micrograd); ``backend=`` builds the model on ``"rust"`` or ``"reference"``.
+    """
+
+    def __init__(
+        self,
+        nin: int,
+        nouts: Sequence[LayerSpec],
+        *,
+        activation: str = "relu",
+        seed: Optional[int] = None,
+        backend: Backend = None,
+    ) -> None:
+        if not isinstance(nin, int) or nin < 1:
+            raise ValueError(f"MLP: nin must be a positive int, got {nin!r}")
+        if len(nouts) == 0:
+            raise ValueError("MLP: nouts must name at least one layer")
+        _activation(activation)
+        specs = []
+        for i, spec in enumerate(nouts):
+            if isinstance(spec, (tuple, list)):
+                size, act = spec
+            else:
+                size, act = spec, (activation if i != len(nouts) - 1 else "linear")
+            specs.append((size, _activation(act)))
+        self.backend = _backend(backend)
+        rng = _rng(seed, None)
+        sizes = [nin] + [s for s, _ in specs]
+        self.layers = [
+            Layer(sizes[i], size, activation=act, rng=rng, backend=self.backend)
+            for i, (size, act) in enumerate(specs)
+        ]
+
+    def __call__(self, x: Sequence[Any]) -> Any:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    @property
+    def nin(self) -> int:
+        return self.layers[0].nin
+
+    @property
+    def nout(self) -> int:
+        return len(self.layers[-1].neurons)
+
+    def children(self) -> Iterator[Module]:
+        return iter(self.layers)
+
+    def named_parameters(self) -> list[tuple[str, Any]]:
+        return [
+            (f"layers.{i}.{name}", p)
+            for i, layer in enumerate(self.layers)
+            for name, p in layer.named_parameters()
+        ]
+
+    def parameters(self) -> list[Any]:
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "MLP",
+            "nin": self.nin,
+            "layers": [[len(layer.neurons), layer.activation] for layer in self.layers],
+        }
+
+    def _rows(self) -> list[tuple[str, str, str, int]]:
+        return [r for layer in self.layers for r in layer._rows()]
+
+    def __repr__(self) -> str:
+        return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"
+
+
+# ---- files ---------------------------------------------------------------------
+
+
+def _checksum(body: dict[str, Any]) -> str:
+    payload = {k: v for k, v in body.items() if k != "checksum"}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read(path: Union[str, os.PathLike]) -> dict[str, Any]:
+    """Reads and checks a file written by ``Module.save``; returns its body with
+    parameters as floats. Raises ``OSError`` or ``ValueError`` saying what is wrong."""
+    raw = Path(path).read_text()
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path}: not a scalargrad model file (truncated or corrupted: {e})"
+        ) from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a scalargrad model file")
+    if body.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format version {body.get('format_version')} is not supported "
+            f"(this library reads version {FORMAT_VERSION})"
+        )
+    if body.get("checksum") != _checksum(body):
+        raise ValueError(f"{path}: checksum mismatch: the file is corrupted")
+    try:
+        body["parameters"] = {k: float.fromhex(v) for k, v in body["parameters"].items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError(f"{path}: malformed parameters") from None
+    return body
+
+
+def load(path: Union[str, os.PathLike], *, backend: Backend = None) -> Module:
+    """Builds the module saved at ``path`` (architecture and weights) on ``backend``.
+
+    >>> import tempfile, os
+    >>> m = MLP(2, [3, 1], seed=0)
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.json")
+    >>> m.save(p)
+    >>> load(p).state_dict() == m.state_dict()
+    True
+    """
+    body = _read(path)
+    arch = body["architecture"]
+    kind = arch.get("type")
+    module: Module
+    if kind == "MLP":
+        module = MLP(arch["nin"], [tuple(spec) for spec in arch["layers"]], seed=0, backend=backend)
+    elif kind == "Layer":
+        module = Layer(
+            arch["nin"], arch["nout"], activation=arch["activation"], seed=0, backend=backend
+        )
+    elif kind == "Neuron":
+        module = Neuron(arch["nin"], activation=arch["activation"], seed=0, backend=backend)
+    else:
+        raise ValueError(f"{path}: unknown architecture {kind!r}")
+    module.load_state_dict(body["parameters"])
+    return module

@@ -1,0 +1,227 @@
+"""The training loop: ``fit``, ``predict`` and ``evaluate``.
+
+>>> from scalargrad import fit
+>>> from scalargrad.nn import MLP
+>>> X = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+>>> y = [-1, 1, 1, -1]                                  # XOR
+>>> model = MLP(2, [8, 1], seed=3)
+>>> hist = fit(model, X, y, loss="hinge", epochs=300, progress=False, seed=0)
+>>> hist.accuracy[-1]
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+from scalargrad import losses
+from scalargrad.optim import Adam, Optimizer
+
+__all__ = ["History", "LOSSES", "evaluate", "fit", "predict"]
+
+LossFn = Callable[[list, list], Any]
+
+#: Loss names ``fit`` accepts, and the functions they mean.
+LOSSES: dict[str, LossFn] = {
+    "hinge": losses.hinge,
+    "mse": losses.mse,
+    "bce": losses.binary_cross_entropy,
+    "binary_cross_entropy": losses.binary_cross_entropy,
+    "bce_with_logits": losses.bce_with_logits,
+    "softmax_cross_entropy": losses.softmax_cross_entropy,
+    "cross_entropy": losses.softmax_cross_entropy,
+}
+
+
+@dataclass
+class History:
+    """What ``fit`` measured, one entry per epoch."""
+
+    loss: list[float] = field(default_factory=list)
+    #: Fraction of training samples classified right (empty for regression losses).
+    accuracy: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    stopped_early: bool = False
+
+    @property
+    def epochs(self) -> int:
+        return len(self.loss)
+
+
+def _rows(X: Any) -> list[list[float]]:
+    if hasattr(X, "tolist"):
+        X = X.tolist()
+    rows = [
+        [float(v) for v in row] if isinstance(row, (list, tuple)) else [float(row)] for row in X
+    ]
+    if not rows:
+        raise ValueError("fit: X is empty")
+    return rows
+
+
+def _targets(y: Any) -> list[Any]:
+    if hasattr(y, "tolist"):
+        y = y.tolist()
+    return list(y)
+
+
+def _loss_fn(loss: Union[str, LossFn]) -> tuple[LossFn, Optional[str]]:
+    if callable(loss):
+        return loss, None
+    try:
+        return LOSSES[loss], loss
+    except KeyError:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}") from None
+
+
+def _correct(kind: Optional[str], out: Any, t: Any) -> Optional[bool]:
+    """Whether one prediction is right, for classification losses (None otherwise)."""
+    if kind == "hinge":
+        return (float(out) > 0) == (t > 0)
+    if kind == "bce_with_logits":
+        return (float(out) > 0) == (t > 0.5)
+    if kind in ("bce", "binary_cross_entropy"):
+        return (float(out) > 0.5) == (t > 0.5)
+    if kind in ("softmax_cross_entropy", "cross_entropy"):
+        scores = [float(v) for v in out]
+        return scores.index(max(scores)) == int(t)
+    return None
+
+
+def _batch_loss(model: Any, loss_fn: LossFn, kind: Optional[str], X: list, y: list, l2: float):
+    outs = [model(x) for x in X]
+    loss = loss_fn(outs, y)
+    if l2:
+        loss = loss + losses.l2(model.parameters(), l2)
+    marks = [_correct(kind, o, t) for o, t in zip(outs, y)]
+    correct = None if marks and marks[0] is None else sum(bool(m) for m in marks)
+    return loss, correct
+
+
+def fit(
+    model: Any,
+    X: Any,
+    y: Any,
+    *,
+    loss: Union[str, LossFn] = "hinge",
+    optimizer: Optional[Optimizer] = None,
+    schedule: Any = None,
+    epochs: int = 100,
+    batch_size: Optional[int] = None,
+    l2: float = 0.0,
+    progress: bool = True,
+    seed: Optional[int] = None,
+    early_stopping: Optional[int] = None,
+    min_delta: float = 0.0,
+) -> History:
+    """Trains ``model`` on ``X``, ``y`` and returns the per-epoch ``History``.
+
+    - ``X``: samples (a NumPy array or a list of lists); ``y``: targets (+1/-1 for
+      ``"hinge"``, 0/1 for the cross-entropies, class indices for
+      ``"softmax_cross_entropy"``, numbers for ``"mse"``).
+    - ``loss``: a name from ``LOSSES`` or a function ``(outputs, targets) -> Value``;
+      ``l2`` adds ``l2 * sum(p*p)`` over the parameters (micrograd's ``reg_loss``).
+    - ``optimizer``: defaults to ``Adam(model.parameters(), lr=0.01)``;
+      ``schedule``: stepped once per epoch (with the epoch loss, for
+      ``ReduceLROnPlateau``).
+    - ``batch_size=None`` trains full-batch (micrograd's demo); otherwise on
+      mini-batches of a shuffled order, reshuffled every epoch from ``seed``.
+    - ``progress``: a tqdm bar with loss and accuracy; ``early_stopping=N`` stops when
+      the epoch loss has not improved by ``min_delta`` for ``N`` epochs.
+
+    The loss and accuracy recorded for an epoch are those of the forward passes made
+    during it (as micrograd's demo prints them), averaged over its batches.
+    """
+    rows, targets = _rows(X), _targets(y)
+    if len(rows) != len(targets):
+        raise ValueError(f"fit: {len(rows)} samples in X but {len(targets)} targets in y")
+    if epochs < 0:
+        raise ValueError(f"fit: epochs must be >= 0, got {epochs}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
+    loss_fn, kind = _loss_fn(loss)
+    if optimizer is None:
+        optimizer = Adam(model.parameters(), lr=0.01)
+    params = model.parameters()
+    rng = random.Random(seed)
+    n = len(rows)
+    order = list(range(n))
+    hist = History()
+    best, stale = math.inf, 0
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, desc="fit", unit="epoch", leave=True)
+    if hasattr(model, "train"):
+        model.train()
+    try:
+        for _ in range(epochs):
+            if batch_size is not None and batch_size < n:
+                rng.shuffle(order)
+                batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+            else:
+                batches = [order]
+            total, right, classified = 0.0, 0, False
+            for idx in batches:
+                bx = [rows[i] for i in idx]
+                by = [targets[i] for i in idx]
+                lossv, correct = _batch_loss(model, loss_fn, kind, bx, by, l2)
+                for p in params:
+                    p.grad = 0.0
+                lossv.backward()
+                optimizer.step()
+                total += lossv.data * len(idx)
+                if correct is not None:
+                    right += correct
+                    classified = True
+            epoch_loss = total / n
+            hist.loss.append(epoch_loss)
+            hist.lr.append(optimizer.lr)
+            if classified:
+                hist.accuracy.append(right / n)
+            if schedule is not None:
+                schedule.step(epoch_loss)
+            if bar is not None:
+                post = {"loss": f"{epoch_loss:.4f}"}
+                if hist.accuracy:
+                    post["acc"] = f"{hist.accuracy[-1]:.3f}"
+                bar.set_postfix(post)
+                bar.update(1)
+            if early_stopping is not None:
+                if epoch_loss < best - min_delta:
+                    best, stale = epoch_loss, 0
+                else:
+                    stale += 1
+                    if stale >= early_stopping:
+                        hist.stopped_early = True
+                        break
+    finally:
+        if bar is not None:
+            bar.close()
+    return hist
+
+
+def predict(model: Any, X: Any) -> list[Any]:
+    """The model's outputs on ``X`` as floats (lists of floats for multi-output models)."""
+    out = []
+    for x in _rows(X):
+        o = model(x)
+        out.append([float(v) for v in o] if isinstance(o, (list, tuple)) else float(o))
+    return out
+
+
+def evaluate(model: Any, X: Any, y: Any, *, loss: Union[str, LossFn] = "hinge") -> dict[str, float]:
+    """``{"loss": ..., "accuracy": ...}`` of ``model`` on ``X``, ``y`` (no training;
+    accuracy only for classification losses)."""
+    rows, targets = _rows(X), _targets(y)
+    loss_fn, kind = _loss_fn(loss)
+    lossv, correct = _batch_loss(model, loss_fn, kind, rows, targets, 0.0)
+    result = {"loss": lossv.data}
+    if correct is not None:
+        result["accuracy"] = correct / len(rows)
+    return result
