@@ -120,7 +120,7 @@ class Module:
                 f"load_state_dict: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
             )
         values = {}
-        for k, p in params.items():
+        for k in params:
             if k in state:
                 try:
                     values[k] = float(state[k])
