@@ -11,6 +11,7 @@
 use crate::arena::{Arena, ArenaError, NodeId, Operand, BYTES_PER_NODE};
 use crate::backward;
 use crate::ops::{self, Op};
+use crate::replay;
 use parking_lot::Mutex;
 use pyo3::exceptions::{
     PyFloatingPointError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError,
@@ -668,17 +669,152 @@ impl Value {
         };
         // The root's handle keeps the whole graph alive, and nothing can change a
         // node's operands, so the order stays valid between chunks.
-        for chunk in order.chunks(SIGNAL_CHUNK) {
-            {
-                let mut ar = ARENA.lock();
-                backward::sweep(&mut ar, chunk, check).map_err(|a| backward_anomaly(&ar, &a))?;
-            }
-            if order.len() > SIGNAL_CHUNK {
-                py.check_signals()?;
-            }
-        }
-        Ok(())
+        sweep_interruptibly(py, &order, check)
     }
+}
+
+/// Backward over `order` in chunks, checking for Ctrl-C between them (without
+/// holding the arena lock, since a signal handler may run Python code).
+fn sweep_interruptibly(py: Python<'_>, order: &[NodeId], check: bool) -> PyResult<()> {
+    for chunk in order.chunks(SIGNAL_CHUNK) {
+        {
+            let mut ar = ARENA.lock();
+            backward::sweep(&mut ar, chunk, check).map_err(|a| backward_anomaly(&ar, &a))?;
+        }
+        if order.len() > SIGNAL_CHUNK {
+            py.check_signals()?;
+        }
+    }
+    Ok(())
+}
+
+/// A recorded graph that can be re-run: `forward()` recomputes every node from the
+/// current leaf values (parameters updated in place, inputs set through `data`),
+/// `backward()` differentiates it again, all in Rust. Python control flow taken
+/// while the graph was built is frozen, as with `torch.jit.trace`.
+///
+/// >>> w = Value(2.0); loss = (w * 3.0 - 1.0) ** 2
+/// >>> tape = Tape(loss)
+/// >>> w.data = 0.5
+/// >>> tape.run()       # forward, zero_grad, backward; returns the root's value
+/// 0.25
+/// >>> w.grad
+/// 3.0
+#[pyclass(frozen, name = "Tape", module = "scalargrad._core")]
+pub struct Tape {
+    inner: Mutex<Option<replay::Tape>>,
+}
+
+impl Drop for Tape {
+    fn drop(&mut self) {
+        if let Some(t) = self.inner.get_mut().take() {
+            t.release(&mut ARENA.lock());
+        }
+    }
+}
+
+impl Tape {
+    fn with<R>(&self, f: impl FnOnce(&replay::Tape) -> R) -> R {
+        let guard = self.inner.lock();
+        f(guard.as_ref().expect("a Tape is recorded at construction"))
+    }
+}
+
+#[pymethods]
+impl Tape {
+    #[new]
+    fn new(root: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let root = root.cast_exact::<Value>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "Tape: root must be a rust Value, got {}",
+                type_name(root)
+            ))
+        })?;
+        let tape = replay::Tape::record(&mut ARENA.lock(), root.get().id);
+        Ok(Tape {
+            inner: Mutex::new(Some(tape)),
+        })
+    }
+
+    /// The recorded root.
+    #[getter]
+    fn root(&self, py: Python<'_>) -> PyResult<Py<Value>> {
+        let id = self.with(|t| t.root());
+        handle_for(py, id)
+    }
+
+    fn __len__(&self) -> usize {
+        self.with(|t| t.len())
+    }
+
+    /// Recomputes every node from the current leaf values.
+    fn forward(&self, py: Python<'_>) -> PyResult<()> {
+        let check = ANOMALY.load(Ordering::Relaxed);
+        self.with(|t| {
+            let order = t.order();
+            for chunk in order.rchunks(SIGNAL_CHUNK) {
+                {
+                    let mut ar = ARENA.lock();
+                    for &id in chunk.iter().rev() {
+                        replay::recompute(&mut ar, id);
+                        if check && !ar.data[id as usize].is_finite() {
+                            let operands: Vec<Operand> =
+                                ar.operands(id).into_iter().map(Operand::Node).collect();
+                            let (name, out) = (ar.op(id).kind(), ar.data[id as usize]);
+                            return Err(forward_anomaly(&ar, name, &operands, out));
+                        }
+                    }
+                }
+                if order.len() > SIGNAL_CHUNK {
+                    py.check_signals()?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets the gradient of every recorded node (parameters included) to 0.
+    fn zero_grad(&self) {
+        self.with(|t| t.zero_grad(&mut ARENA.lock()))
+    }
+
+    /// Seeds the root with 1.0 and adds into every recorded node's gradient.
+    fn backward(&self, py: Python<'_>) -> PyResult<()> {
+        let check = ANOMALY.load(Ordering::Relaxed);
+        self.with(|t| {
+            ARENA.lock().grad[t.root() as usize] = 1.0;
+            sweep_interruptibly(py, t.order(), check)
+        })
+    }
+
+    /// `forward()`, `zero_grad()`, `backward()`; returns the root's new value.
+    fn run(&self, py: Python<'_>) -> PyResult<f64> {
+        self.forward(py)?;
+        self.zero_grad();
+        self.backward(py)?;
+        Ok(self.with(|t| ARENA.lock().data[t.root() as usize]))
+    }
+}
+
+/// The canonical handle of a live node, made if it has none.
+fn handle_for(py: Python<'_>, id: NodeId) -> PyResult<Py<Value>> {
+    let existing = {
+        let mut ar = ARENA.lock();
+        let h = ar.handle(id);
+        if h != 0 {
+            // SAFETY: as in `_prev`: the handle is alive while its slot is set.
+            unsafe { ffi::Py_IncRef(h as *mut ffi::PyObject) };
+        } else {
+            ar.incref(id);
+        }
+        h
+    };
+    if existing != 0 {
+        // SAFETY: we own the reference taken above.
+        let b = unsafe { Bound::from_owned_ptr(py, existing as *mut ffi::PyObject) };
+        return Ok(b.cast_into::<Value>()?.unbind());
+    }
+    wrap(py, id)
 }
 
 /// Collects the operands of an n-ary op from a Python iterable.
@@ -799,6 +935,7 @@ fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Value>()?;
+    m.add_class::<Tape>()?;
     m.add_function(wrap_pyfunction!(sum, m)?)?;
     m.add_function(wrap_pyfunction!(dot, m)?)?;
     m.add_function(wrap_pyfunction!(set_anomaly, m)?)?;

@@ -7,6 +7,7 @@
 pub mod arena;
 pub mod backward;
 pub mod ops;
+pub mod replay;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-__all__ = ["Value", "sum", "dot", "OPS", "set_anomaly"]
+__all__ = ["OPS", "Tape", "Value", "dot", "set_anomaly", "sum"]
 
 #: Every op kind, in the order of the op table (the same tuple as ``_core.OPS``).
 OPS = (
@@ -351,13 +351,7 @@ class Value:
         seeding ``self.grad`` with 1.0. Iterative: any depth works."""
         order = _order(self)
         self._grad = 1.0
-        check = _anomaly
-        for v in order:
-            k = v._kind
-            if k != "leaf":
-                _BACKWARD[k](v)
-                if check:
-                    _check_grads(v)
+        _sweep(order)
 
 
 # ---- construction helpers ----------------------------------------------------------
@@ -534,6 +528,16 @@ def _order(root: Value) -> list[Value]:
     return post
 
 
+def _sweep(order: list[Value]) -> None:
+    check = _anomaly
+    for v in order:
+        k = v._kind
+        if k != "leaf":
+            _BACKWARD[k](v)
+            if check:
+                _check_grads(v)
+
+
 def _bw_add(v: Value) -> None:
     a, b = v._prev
     g = v._grad
@@ -653,6 +657,103 @@ _BACKWARD: dict[str, Callable[[Value], None]] = {
     "sum": _bw_sum,
     "dot": _bw_dot,
 }
+
+
+# ---- replay: forward of every row of the op table, from the operands' values ----
+
+
+def _fw_sum(v: Value) -> float:
+    prev = v._prev
+    if not prev:
+        return 0.0
+    out = prev[0]._data
+    for x in prev[1:]:
+        out = out + x._data
+    return out
+
+
+def _fw_dot(v: Value) -> float:
+    prev = v._prev
+    n = len(prev) // 2
+    if n == 0:
+        return 0.0
+    out = prev[0]._data * prev[n]._data
+    for i in range(1, n):
+        out = out + prev[i]._data * prev[n + i]._data
+    return out
+
+
+def _relu(a: float) -> float:
+    return 0.0 if a < 0.0 else a
+
+
+_FORWARD: dict[str, Callable[[Value], float]] = {
+    "add": lambda v: v._prev[0]._data + v._prev[1]._data,
+    "sub": lambda v: v._prev[0]._data - v._prev[1]._data,
+    "mul": lambda v: v._prev[0]._data * v._prev[1]._data,
+    "div": lambda v: _div(v._prev[0]._data, v._prev[1]._data),
+    "neg": lambda v: -v._prev[0]._data,
+    "pow_const": lambda v: _pow(v._prev[0]._data, v._c[0]),
+    "rpow_const": lambda v: _pow(v._c[0], v._prev[0]._data),
+    "pow": lambda v: _pow(v._prev[0]._data, v._prev[1]._data),
+    "exp": lambda v: _exp(v._prev[0]._data),
+    "log": lambda v: _log(v._prev[0]._data),
+    "tanh": lambda v: math.tanh(v._prev[0]._data),
+    "sigmoid": lambda v: 1.0 / (1.0 + _exp(-v._prev[0]._data)),
+    "relu": lambda v: _relu(v._prev[0]._data),
+    "abs": lambda v: math.fabs(v._prev[0]._data),
+    "clamp": lambda v: min(max(v._prev[0]._data, v._c[0]), v._c[1]),
+    "sum": _fw_sum,
+    "dot": _fw_dot,
+}
+
+
+class Tape:
+    """A recorded graph that can be re-run: ``forward()`` recomputes every node from
+    the current leaf values, ``backward()`` differentiates it again. Python control
+    flow taken while the graph was built is frozen, as with ``torch.jit.trace``.
+    The same API and results as the Rust backend's ``Tape``."""
+
+    __slots__ = ("_order",)
+
+    def __init__(self, root: Value) -> None:
+        if not isinstance(root, Value):
+            raise TypeError(f"Tape: root must be a reference Value, got {type(root).__name__}")
+        self._order = _order(root)
+
+    @property
+    def root(self) -> Value:
+        return self._order[0]
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def forward(self) -> None:
+        """Recomputes every node from the current leaf values."""
+        check = _anomaly
+        for v in reversed(self._order):
+            k = v._kind
+            if k != "leaf":
+                out = v._data = _FORWARD[k](v)
+                if check and not math.isfinite(out):
+                    _forward_anomaly(k, v._prev, out)
+
+    def zero_grad(self) -> None:
+        """Sets the gradient of every recorded node (parameters included) to 0."""
+        for v in self._order:
+            v._grad = 0.0
+
+    def backward(self) -> None:
+        """Seeds the root with 1.0 and adds into every recorded node's gradient."""
+        self._order[0]._grad = 1.0
+        _sweep(self._order)
+
+    def run(self) -> float:
+        """``forward()``, ``zero_grad()``, ``backward()``; returns the root's new value."""
+        self.forward()
+        self.zero_grad()
+        self.backward()
+        return self._order[0]._data
 
 
 # ---- anomaly messages ------------------------------------------------------------

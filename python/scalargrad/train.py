@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
+import scalargrad
 from scalargrad import losses
 from scalargrad.optim import Adam, Optimizer
 
@@ -91,14 +92,33 @@ def _correct(kind: Optional[str], out: Any, t: Any) -> Optional[bool]:
     return None
 
 
+def _count(kind: Optional[str], outs: list, y: list) -> Optional[int]:
+    """How many outputs are right, for classification losses (None otherwise)."""
+    if kind not in _CLASSIFIERS:
+        return None
+    return sum(bool(_correct(kind, o, t)) for o, t in zip(outs, y))
+
+
+_CLASSIFIERS = (
+    "hinge",
+    "bce_with_logits",
+    "bce",
+    "binary_cross_entropy",
+    "softmax_cross_entropy",
+    "cross_entropy",
+)
+
+
+def _backend_of(v: Any) -> Any:
+    return scalargrad.backend_module(type(v)._backend)
+
+
 def _batch_loss(model: Any, loss_fn: LossFn, kind: Optional[str], X: list, y: list, l2: float):
     outs = [model(x) for x in X]
     loss = loss_fn(outs, y)
     if l2:
         loss = loss + losses.l2(model.parameters(), l2)
-    marks = [_correct(kind, o, t) for o, t in zip(outs, y)]
-    correct = None if marks and marks[0] is None else sum(bool(m) for m in marks)
-    return loss, correct
+    return loss, outs, _count(kind, outs, y)
 
 
 def fit(
@@ -116,6 +136,7 @@ def fit(
     seed: Optional[int] = None,
     early_stopping: Optional[int] = None,
     min_delta: float = 0.0,
+    replay: Optional[bool] = None,
 ) -> History:
     """Trains ``model`` on ``X``, ``y`` and returns the per-epoch ``History``.
 
@@ -134,6 +155,13 @@ def fit(
 
     The loss and accuracy recorded for an epoch are those of the forward passes made
     during it (as micrograd's demo prints them), averaged over its batches.
+
+    ``replay``: full-batch training of a ``scalargrad.nn`` model with a built-in loss
+    builds the graph once and re-runs it every later epoch (``Tape``: forward and
+    backward with no Python work per node). The graph is the same every epoch, so
+    the results are bit-identical to rebuilding it. ``None`` (the default) replays
+    when it is safe; ``False`` always rebuilds; ``True`` insists (a custom loss with
+    data-dependent Python control flow would then be frozen at its first epoch).
     """
     rows, targets = _rows(X), _targets(y)
     if len(rows) != len(targets):
@@ -152,6 +180,16 @@ def fit(
     hist = History()
     best, stale = math.inf, 0
 
+    full_batch = batch_size is None or batch_size >= n
+    if replay is None:
+        from scalargrad.nn import Module
+
+        replay = full_batch and kind is not None and isinstance(model, Module)
+    elif replay and not full_batch:
+        raise ValueError("fit: replay=True needs full-batch training (batch_size=None)")
+    tape = None
+    outs: list[Any] = []
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -168,14 +206,23 @@ def fit(
                 batches = [order]
             total, right, classified = 0.0, 0, False
             for idx in batches:
-                bx = [rows[i] for i in idx]
-                by = [targets[i] for i in idx]
-                lossv, correct = _batch_loss(model, loss_fn, kind, bx, by, l2)
-                for p in params:
-                    p.grad = 0.0
-                lossv.backward()
+                if tape is not None:
+                    # Same graph as last epoch: re-run it on the updated parameters.
+                    value = tape.run()
+                    correct = _count(kind, outs, targets)
+                else:
+                    bx = [rows[i] for i in idx]
+                    by = [targets[i] for i in idx]
+                    lossv, outs, correct = _batch_loss(model, loss_fn, kind, bx, by, l2)
+                    for p in params:
+                        p.grad = 0.0
+                    lossv.backward()
+                    value = lossv.data
+                    if replay:
+                        tape = _backend_of(lossv).Tape(lossv)
+                    del lossv
                 optimizer.step()
-                total += lossv.data * len(idx)
+                total += value * len(idx)
                 if correct is not None:
                     right += correct
                     classified = True
@@ -220,7 +267,7 @@ def evaluate(model: Any, X: Any, y: Any, *, loss: Union[str, LossFn] = "hinge") 
     accuracy only for classification losses)."""
     rows, targets = _rows(X), _targets(y)
     loss_fn, kind = _loss_fn(loss)
-    lossv, correct = _batch_loss(model, loss_fn, kind, rows, targets, 0.0)
+    lossv, _, correct = _batch_loss(model, loss_fn, kind, rows, targets, 0.0)
     result = {"loss": lossv.data}
     if correct is not None:
         result["accuracy"] = correct / len(rows)
