@@ -74,6 +74,28 @@ def demo(out: Path, backend: str, epochs: int, progress: bool, seed: int) -> int
     return 0
 
 
+def bench(names: list, quick: bool, json_path: Optional[Path], parser) -> int:
+    import json
+    import platform
+
+    from scalargrad import bench as benchmarks
+
+    unknown = [n for n in names if n not in benchmarks.WORKLOADS]
+    if unknown:
+        parser.error(
+            f"unknown workload {unknown[0]!r}; choose from {', '.join(benchmarks.WORKLOADS)}"
+        )
+    print(
+        f"scalargrad {scalargrad.__version__}, Python {platform.python_version()}, "
+        f"engines: {', '.join(benchmarks.engines())}; ratios are measured in this run"
+    )
+    rows = benchmarks.run(names or None, quick=quick)
+    if json_path is not None:
+        json_path.write_text(json.dumps(rows, indent=1))
+        print(f"wrote {json_path}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scalargrad", description=scalargrad.__doc__.splitlines()[0]
@@ -88,7 +110,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     d.add_argument("--seed", type=int, default=1337)
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    b = sub.add_parser("bench", help="compare rust, reference, micrograd and torch side by side")
+    b.add_argument("workloads", nargs="*", help="some of: moons-eager moons-fast ops deep memory")
+    b.add_argument("--quick", action="store_true", help="fewer repetitions, smaller graphs")
+    b.add_argument("--json", type=Path, help="also write the results as JSON")
+
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return bench(args.workloads, args.quick, args.json, parser)
     if args.command == "demo":
         if args.epochs < 0:
             parser.error("--epochs must be >= 0")
