@@ -128,7 +128,7 @@ def _fmt(x: float) -> str:
 
 
 def _fmt_const(c: float) -> str:
-    if c == int(c) and abs(c) < 1e15:
+    if math.isfinite(c) and c == int(c) and abs(c) < 1e15:
         return str(int(c))
     return repr(c)
 
