@@ -151,6 +151,33 @@ def test_cli_demo_reference_backend_and_progress(tmp_path):
     assert (tmp_path / "moons_decision_boundary.png").exists()
 
 
+def test_cli_demo_without_graphviz_writes_the_source(tmp_path):
+    # `dot` missing: the demo still finishes, keeps the graph's DOT source and says why.
+    python_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": python_dir, "SCALARGRAD_BACKEND": ""}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scalargrad",
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--epochs",
+            "2",
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "apt-get install graphviz" in r.stderr
+    assert "digraph" in (tmp_path / "neuron_graph.gv").read_text()
+
+
 def test_cli_rejects_bad_arguments():
     r = _run([sys.executable, "-m", "scalargrad", "demo", "--backend", "gpu"], "")
     assert r.returncode == 2 and "invalid choice" in r.stderr

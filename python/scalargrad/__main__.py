@@ -68,7 +68,13 @@ def demo(out: Path, backend: str, epochs: int, progress: bool, seed: int) -> int
     plot.history(hist, path=curves, title="moons training")
     graph = out / "neuron_graph.svg"
     V = scalargrad.backend_module(backend).Value
-    viz.render(viz.draw_dot(_neuron_graph(V)), graph)
+    dot = viz.draw_dot(_neuron_graph(V))
+    try:
+        viz.render(dot, graph)
+    except RuntimeError as e:  # Graphviz's `dot` is missing: keep the source, say why
+        graph = out / "neuron_graph.gv"
+        graph.write_text(dot.source)
+        print(f"note: {e}", file=sys.stderr)
     for p in (boundary, curves, graph):
         print(f"wrote {p}")
     return 0
