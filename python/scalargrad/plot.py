@@ -1,15 +1,33 @@
-"""Plots with matplotlib (the ``plot`` extra): the decision boundary of a 2-D
-classifier and training curves. Figures are built without pyplot, so no display
-is needed; save them with ``path=`` or ``fig.savefig``."""
+"""Plots with matplotlib (the ``plot`` extra: ``pip install 'scalargrad[plot]'``).
+
+The decision boundary of a 2-D classifier and training curves. Figures are built
+from ``matplotlib.figure.Figure`` directly, never pyplot, so no display or GUI
+backend is needed; save them with ``path=`` or ``fig.savefig``. matplotlib is
+imported only when a plot is made, so ``import scalargrad.plot`` works without it.
+
+>>> from scalargrad.plot import history
+>>> fig = history({"loss": [0.9, 0.5, 0.3], "accuracy": [0.6, 0.8, 0.9]})
+>>> len(fig.axes)            # loss, and accuracy on a twin axis
+2
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any, Optional, Union
 
 __all__ = ["decision_boundary", "history"]
 
 PathLike = Union[str, "os.PathLike[str]", None]
+
+# More grid points than this is almost surely a too-small `h`: every point is a
+# Python call of the model.
+_MAX_GRID = 1_000_000
+
+# Class 0 (y <= 0) red, class 1 blue: light for the regions, dark for the points.
+_REGION = ("#f7c6b3", "#b7d7ea")
+_POINT = ("#ca0020", "#0571b0")
 
 
 def _figure(**kw: Any) -> Any:
@@ -20,6 +38,11 @@ def _figure(**kw: Any) -> Any:
             "scalargrad.plot needs matplotlib: pip install 'scalargrad[plot]'"
         ) from None
     return Figure(**kw)
+
+
+def _save(fig: Any, path: PathLike) -> None:
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
 def decision_boundary(
@@ -33,54 +56,92 @@ def decision_boundary(
     margin: float = 0.5,
     title: Optional[str] = None,
 ) -> Any:
-    """Colours the plane by the sign of ``model([x0, x1])`` (a Value or a number;
-    positive is class 1) over a grid covering ``X``, and scatters ``X`` coloured by
-    ``y``; returns the figure (saved to ``path`` if given)."""
+    """The decision regions of a 2-D binary classifier, with the data on top.
+
+    ``model([x0, x1])`` (called with two floats; it returns a Value or a number)
+    is evaluated at every point of a grid of step ``h`` covering ``X`` plus
+    ``margin``; a score above 0 is class 1. The plane is coloured by class and
+    ``X`` (``n x 2``, a list or an array) is scattered over it, coloured by ``y``
+    (labels in {-1, 1} or {0, 1}): class 1 blue, the other class red, light for
+    the regions and dark for the points. The model is called once per grid point (about
+    5,000 for the moons data set at the default ``h``).
+
+    Draws into ``ax`` if given, else into a new figure; saves the figure to
+    ``path`` (format from its suffix, 120 dpi) if given; returns the figure.
+
+    >>> from scalargrad import Value
+    >>> X, y = [[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0]], [1, -1, 1, -1]
+    >>> fig = decision_boundary(lambda p: Value(p[1]) - Value(p[0]), X, y, h=0.1)
+    >>> len(fig.axes)
+    1
+    """
     import numpy as np
 
     X = np.asarray(X, dtype=float)
-    y = np.asarray(y)
-    x0, x1 = X[:, 0].min() - margin, X[:, 0].max() + margin
-    y0, y1 = X[:, 1].min() - margin, X[:, 1].max() + margin
-    xx, yy = np.meshgrid(np.arange(x0, x1, h), np.arange(y0, y1, h))
+    y = np.asarray(y, dtype=float).ravel()
+    if X.ndim != 2 or X.shape[1] != 2:
+        raise ValueError(f"decision_boundary: X must be n x 2, got shape {X.shape}")
+    if len(y) != len(X):
+        raise ValueError(f"decision_boundary: X has {len(X)} rows but y has {len(y)}")
+    if not h > 0:
+        raise ValueError(f"decision_boundary: h must be positive, got {h}")
+    xs = np.arange(X[:, 0].min() - margin, X[:, 0].max() + margin + h / 2, h)
+    ys = np.arange(X[:, 1].min() - margin, X[:, 1].max() + margin + h / 2, h)
+    if len(xs) * len(ys) > _MAX_GRID:
+        raise ValueError(
+            f"decision_boundary: a {len(xs)} x {len(ys)} grid is more than {_MAX_GRID:,} "
+            "model calls; use a larger h"
+        )
+    xx, yy = np.meshgrid(xs, ys)
     scores = np.array(
         [float(model([a, b])) for a, b in zip(xx.ravel().tolist(), yy.ravel().tolist())]
     )
-    Z = (scores > 0).reshape(xx.shape)
+    Z = (scores > 0).astype(float).reshape(xx.shape)
+
     if ax is None:
         fig = _figure(figsize=(6, 5))
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    ax.contourf(xx, yy, Z, cmap="Spectral", alpha=0.8, levels=[-0.5, 0.5, 1.5])
-    ax.scatter(X[:, 0], X[:, 1], c=(y > 0), s=40, cmap="Spectral", edgecolors="k")
-    ax.set_xlim(xx.min(), xx.max())
-    ax.set_ylim(yy.min(), yy.max())
+    ax.contourf(xx, yy, Z, levels=[-0.5, 0.5, 1.5], colors=[_REGION[0], _REGION[1]])
+    ax.scatter(X[:, 0], X[:, 1], c=[_POINT[int(t > 0)] for t in y], s=40, edgecolors="k")
+    ax.set_xlim(xs[0], xs[-1])
+    ax.set_ylim(ys[0], ys[-1])
     if title:
         ax.set_title(title)
-    if path is not None:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+    _save(fig, path)
     return fig
 
 
 def history(hist: Any, *, path: PathLike = None, title: Optional[str] = None) -> Any:
-    """Loss per epoch and, when recorded, accuracy on a second axis. ``hist`` is a
-    ``History`` or a dict with ``loss`` and ``accuracy``."""
-    get = hist.get if isinstance(hist, dict) else lambda k, d=None: getattr(hist, k, d)
-    loss, acc = list(get("loss", [])), list(get("accuracy", []) or [])
+    """Training curves: loss per epoch, and accuracy on a twin axis when recorded.
+
+    ``hist`` is anything with ``loss`` and ``accuracy`` lists (``fit``'s
+    ``History``), or a dict with those keys; an empty or missing ``accuracy``
+    gives a loss-only figure with one Axes. Saves to ``path`` if given (format
+    from its suffix, 120 dpi); returns the figure.
+
+    >>> fig = history({"loss": [0.9, 0.5, 0.3], "accuracy": []}, title="training")
+    >>> len(fig.axes), fig.axes[0].get_ylabel()
+    (1, 'loss')
+    """
+    if isinstance(hist, Mapping):
+        loss, acc = hist.get("loss", []), hist.get("accuracy", [])
+    else:
+        loss, acc = getattr(hist, "loss", []), getattr(hist, "accuracy", [])
+    loss, acc = [float(v) for v in loss or []], [float(v) for v in acc or []]
+
     fig = _figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    epochs = range(1, len(loss) + 1)
-    ax.plot(epochs, loss, color="tab:blue", label="loss")
+    ax.plot(range(1, len(loss) + 1), loss, color="tab:blue", label="loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss", color="tab:blue")
     if acc:
         ax2 = ax.twinx()
         ax2.plot(range(1, len(acc) + 1), acc, color="tab:orange", label="accuracy")
         ax2.set_ylabel("accuracy", color="tab:orange")
-        ax2.set_ylim(0, 1.05)
+        ax2.set_ylim(0.0, 1.05)
     if title:
         ax.set_title(title)
-    if path is not None:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+    _save(fig, path)
     return fig
