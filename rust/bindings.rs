@@ -479,7 +479,9 @@ impl Value {
     }
 
     fn __hash__(&self) -> u64 {
-        self.id as u64
+        // By node, but scrambled: a raw slot number would equal small ints, and as
+        // Values compare by data, `V(0.0)` and `0` would then be the same dict key.
+        ((self.id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 2
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
