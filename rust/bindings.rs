@@ -53,6 +53,29 @@ impl Drop for Value {
     }
 }
 
+impl Value {
+    fn parts(&self) -> (f64, f64, String) {
+        let ar = ARENA.lock();
+        let i = self.id as usize;
+        (ar.data[i], ar.grad[i], ar.label(self.id).to_string())
+    }
+}
+
+/// A new leaf with the given data, grad and label (what copies and unpickling make).
+#[pyfunction]
+#[pyo3(name = "_leaf")]
+fn leaf_copy(py: Python<'_>, data: f64, grad: f64, label: &str) -> PyResult<Py<Value>> {
+    let id = {
+        let mut ar = ARENA.lock();
+        let id = ar.leaf(data).map_err(arena_error)?;
+        ar.incref(id);
+        ar.grad[id as usize] = grad;
+        ar.set_label(id, label);
+        id
+    };
+    wrap(py, id)
+}
+
 /// Wraps a node that already holds one reference for its new handle.
 fn wrap(py: Python<'_>, id: NodeId) -> PyResult<Py<Value>> {
     let v = Bound::new(
@@ -472,6 +495,25 @@ impl Value {
                 .unwrap_or(label);
             format!("Value(data={d}, grad={g}, label={l})")
         }
+    }
+
+    /// A copy is a new leaf with this node's data, grad and label, detached from
+    /// the graph (the same for `copy.copy`, `copy.deepcopy` and pickling).
+    fn __copy__(&self, py: Python<'_>) -> PyResult<Py<Value>> {
+        let (data, grad, label) = self.parts();
+        leaf_copy(py, data, grad, &label)
+    }
+
+    fn __deepcopy__(&self, py: Python<'_>, _memo: &Bound<'_, PyAny>) -> PyResult<Py<Value>> {
+        self.__copy__(py)
+    }
+
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, (f64, f64, String))> {
+        let f = py.import("scalargrad._core")?.getattr("_leaf")?;
+        Ok((f, self.parts()))
     }
 
     fn __float__(&self) -> f64 {
@@ -942,6 +984,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dot, m)?)?;
     m.add_function(wrap_pyfunction!(set_anomaly, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
+    m.add_function(wrap_pyfunction!(leaf_copy, m)?)?;
     let kinds: Vec<&str> = ops::ALL.iter().map(|o| o.kind()).collect();
     m.add("OPS", PyTuple::new(m.py(), kinds)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

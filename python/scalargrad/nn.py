@@ -76,6 +76,19 @@ class Module:
 
     training: bool = True
 
+    # Pickling and copy.deepcopy: the backend is stored by name; parameters copy as
+    # fresh leaves, so a deep copy or an unpickled module is an independent model.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if isinstance(state.get("backend"), ModuleType):
+            state["backend"] = state["backend"].Value._backend
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("backend"), str):
+            state = dict(state, backend=scalargrad.backend_module(state["backend"]))
+        self.__dict__.update(state)
+
     def named_parameters(self) -> list[tuple[str, Any]]:
         """``(name, Value)`` pairs, in a stable order."""
         return [(str(i), p) for i, p in enumerate(self.parameters())]

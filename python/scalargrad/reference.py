@@ -205,6 +205,17 @@ class Value:
     def __float__(self) -> float:
         return self._data
 
+    # A copy is a new leaf with this node's data, grad and label, detached from the
+    # graph (the same for copy.copy, copy.deepcopy and pickling).
+    def __copy__(self) -> Value:
+        return _leaf_copy(self._data, self._grad, self._label)
+
+    def __deepcopy__(self, memo: dict) -> Value:
+        return self.__copy__()
+
+    def __reduce__(self) -> tuple:
+        return (_leaf_copy, (self._data, self._grad, self._label))
+
     # Identity for hashing (a Value is a dict key by node); comparisons by data.
     __hash__ = object.__hash__
 
@@ -367,6 +378,12 @@ def _node(kind: str, prev: tuple, data: float, c: tuple = ()) -> Value:
     v._prev = prev
     v._kind = kind
     v._c = c
+    return v
+
+
+def _leaf_copy(data: float, grad: float, label: str) -> Value:
+    v = Value(data, label)
+    v._grad = grad
     return v
 
 
@@ -747,6 +764,9 @@ class Tape:
         """Seeds the root with 1.0 and adds into every recorded node's gradient."""
         self._order[0]._grad = 1.0
         _sweep(self._order)
+
+    def __reduce__(self) -> tuple:
+        raise TypeError("cannot pickle 'Tape' object: record a new Tape from the rebuilt graph")
 
     def run(self) -> float:
         """``forward()``, ``zero_grad()``, ``backward()``; returns the root's new value."""
