@@ -52,6 +52,8 @@ pub struct Arena {
     pub(crate) consts: Vec<[f64; 2]>,
     consts_free: Vec<u32>,
     labels: FxHashMap<NodeId, Box<str>>,
+    /// The work list of `free_from`, kept to avoid an allocation per freed node.
+    work: Vec<NodeId>,
 }
 
 /// Bytes the arena stores per node slot (the side tables of n-ary nodes, constants
@@ -81,6 +83,7 @@ impl Arena {
             consts: Vec::new(),
             consts_free: Vec::new(),
             labels: FxHashMap::with_hasher(rustc_hash::FxBuildHasher),
+            work: Vec::new(),
         }
     }
 
@@ -412,7 +415,8 @@ impl Arena {
     /// Frees a node whose count reached zero and, iteratively, every operand whose
     /// count that brings to zero: a 10-million-deep chain frees without recursion.
     fn free_from(&mut self, root: NodeId) {
-        let mut work = vec![root];
+        let mut work = std::mem::take(&mut self.work);
+        work.push(root);
         while let Some(id) = work.pop() {
             let i = id as usize;
             let op = self.op[i];
@@ -452,6 +456,9 @@ impl Arena {
             self.a[i] = self.free_head.unwrap_or(NONE);
             self.free_head = Some(id);
             self.live -= 1;
+        }
+        if work.capacity() <= 1 << 16 {
+            self.work = work; // keep a small buffer; a huge one goes back to the allocator
         }
     }
 

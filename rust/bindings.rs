@@ -11,6 +11,7 @@
 use crate::arena::{Arena, ArenaError, NodeId, Operand, BYTES_PER_NODE};
 use crate::backward;
 use crate::ops::{self, Op};
+use crate::optim;
 use crate::replay;
 use parking_lot::Mutex;
 use pyo3::exceptions::{
@@ -840,6 +841,138 @@ impl Tape {
     }
 }
 
+/// Node ids of an iterable of rust Values (for the bulk operations below).
+fn ids_of(op: &str, values: &Bound<'_, PyAny>) -> PyResult<Vec<NodeId>> {
+    let mut ids = Vec::new();
+    for (i, v) in values.try_iter()?.enumerate() {
+        let v = v?;
+        let v = v.cast_exact::<Value>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{op}: element {i} must be a rust Value, got {}",
+                type_name(&v)
+            ))
+        })?;
+        ids.push(v.get().id);
+    }
+    Ok(ids)
+}
+
+/// The parameters of a model, held together so an optimizer step, zeroing the
+/// gradients or reading and writing all values is one call into Rust. Keeps its
+/// optimizer state (momentum, Adam moments) per parameter.
+#[pyclass(frozen, name = "ParamGroup", module = "scalargrad._core")]
+pub struct ParamGroup {
+    ids: Vec<NodeId>,
+    state: Mutex<[Vec<f64>; 2]>,
+}
+
+impl Drop for ParamGroup {
+    fn drop(&mut self) {
+        let mut ar = ARENA.lock();
+        for &id in &self.ids {
+            ar.decref(id);
+        }
+    }
+}
+
+#[pymethods]
+impl ParamGroup {
+    #[new]
+    fn new(values: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let ids = ids_of("ParamGroup", values)?;
+        let mut ar = ARENA.lock();
+        for &id in &ids {
+            ar.incref(id);
+        }
+        let n = ids.len();
+        Ok(ParamGroup {
+            ids,
+            state: Mutex::new([vec![0.0; n], vec![0.0; n]]),
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Sets every parameter's gradient to 0.
+    fn zero_grad(&self) {
+        let mut ar = ARENA.lock();
+        for &id in &self.ids {
+            ar.grad[id as usize] = 0.0;
+        }
+    }
+
+    /// One SGD step (see `scalargrad.optim.SGD`); the velocity lives here.
+    fn sgd(&self, lr: f64, momentum: f64, weight_decay: f64) {
+        let mut state = self.state.lock();
+        optim::sgd(
+            &mut ARENA.lock(),
+            &self.ids,
+            &mut state[0],
+            lr,
+            momentum,
+            weight_decay,
+        );
+    }
+
+    /// One Adam step number `t` (see `scalargrad.optim.Adam`); the moments live here.
+    #[allow(clippy::too_many_arguments)]
+    fn adam(&self, lr: f64, b1: f64, b2: f64, eps: f64, weight_decay: f64, t: u64) {
+        let mut state = self.state.lock();
+        let [m, v] = &mut *state;
+        let step = optim::AdamStep {
+            lr,
+            b1,
+            b2,
+            eps,
+            wd: weight_decay,
+            t,
+        };
+        optim::adam(&mut ARENA.lock(), &self.ids, m, v, step);
+    }
+
+    /// The optimizer state: `(velocity or first moments, second moments)`.
+    fn state(&self) -> (Vec<f64>, Vec<f64>) {
+        let state = self.state.lock();
+        (state[0].clone(), state[1].clone())
+    }
+}
+
+/// The `data` of many Values in one call.
+#[pyfunction]
+fn get_data(values: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    let ids = ids_of("get_data", values)?;
+    let ar = ARENA.lock();
+    Ok(ids.iter().map(|&i| ar.data[i as usize]).collect())
+}
+
+/// The `grad` of many Values in one call.
+#[pyfunction]
+fn get_grad(values: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    let ids = ids_of("get_grad", values)?;
+    let ar = ARENA.lock();
+    Ok(ids.iter().map(|&i| ar.grad[i as usize]).collect())
+}
+
+/// Sets the `data` of many Values in one call; checks everything first.
+#[pyfunction]
+fn set_data(values: &Bound<'_, PyAny>, data: Vec<f64>) -> PyResult<()> {
+    let ids = ids_of("set_data", values)?;
+    if ids.len() != data.len() {
+        return Err(PyValueError::new_err(format!(
+            "set_data: {} values but {} numbers",
+            ids.len(),
+            data.len()
+        )));
+    }
+    let mut ar = ARENA.lock();
+    for (&i, &x) in ids.iter().zip(&data) {
+        ar.data[i as usize] = x;
+    }
+    Ok(())
+}
+
 /// The canonical handle of a live node, made if it has none.
 fn handle_for(py: Python<'_>, id: NodeId) -> PyResult<Py<Value>> {
     let existing = {
@@ -980,6 +1113,10 @@ fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Value>()?;
     m.add_class::<Tape>()?;
+    m.add_class::<ParamGroup>()?;
+    m.add_function(wrap_pyfunction!(get_data, m)?)?;
+    m.add_function(wrap_pyfunction!(get_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(set_data, m)?)?;
     m.add_function(wrap_pyfunction!(sum, m)?)?;
     m.add_function(wrap_pyfunction!(dot, m)?)?;
     m.add_function(wrap_pyfunction!(set_anomaly, m)?)?;

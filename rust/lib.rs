@@ -7,6 +7,7 @@
 pub mod arena;
 pub mod backward;
 pub mod ops;
+pub mod optim;
 pub mod replay;
 
 #[cfg(feature = "python")]

@@ -6,7 +6,6 @@ import copy
 import pickle
 
 import pytest
-
 from scalargrad.nn import MLP
 
 

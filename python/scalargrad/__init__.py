@@ -39,7 +39,10 @@ __all__ = [
     "detect_anomaly",
     "evaluate",
     "fit",
+    "get_data",
+    "get_grad",
     "predict",
+    "set_data",
     "softmax",
     "dot",
     "sum",
@@ -113,6 +116,34 @@ def dot(ws: Iterable[Any], xs: Iterable[Any]) -> Any:
     """
     ws, xs = list(ws), list(xs)
     return _module_of(ws + xs).dot(ws, xs)
+
+
+def get_data(values: Iterable[Any]) -> Any:
+    """The ``data`` of many Values as a NumPy array, in one call into the backend.
+
+    >>> get_data([Value(1.0), Value(2.5)])
+    array([1. , 2.5])
+    """
+    import numpy as np
+
+    values = list(values)
+    return np.array(_module_of(values).get_data(values), dtype=float)
+
+
+def get_grad(values: Iterable[Any]) -> Any:
+    """The ``grad`` of many Values as a NumPy array, in one call into the backend."""
+    import numpy as np
+
+    values = list(values)
+    return np.array(_module_of(values).get_grad(values), dtype=float)
+
+
+def set_data(values: Iterable[Any], data: Any) -> None:
+    """Sets the ``data`` of many Values from an array or sequence of numbers (same
+    length), in one call into the backend; nothing changes if the lengths differ."""
+    values = list(values)
+    data = data.tolist() if hasattr(data, "tolist") else [float(x) for x in data]
+    _module_of(values).set_data(values, data)
 
 
 @contextmanager

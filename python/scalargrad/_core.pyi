@@ -6,7 +6,21 @@ from typing import Any, SupportsFloat, Union, final
 _Number = Union[SupportsFloat, int]
 _Operand = Union["Value", _Number]
 
-__all__ = ["OPS", "Tape", "Value", "__version__", "_leaf", "dot", "set_anomaly", "stats", "sum"]
+__all__ = [
+    "OPS",
+    "Tape",
+    "Value",
+    "__version__",
+    "ParamGroup",
+    "_leaf",
+    "dot",
+    "get_data",
+    "get_grad",
+    "set_anomaly",
+    "set_data",
+    "stats",
+    "sum",
+]
 
 OPS: tuple[str, ...]
 __version__: str
@@ -89,3 +103,20 @@ class Tape:
     def zero_grad(self) -> None: ...
     def backward(self) -> None: ...
     def run(self) -> float: ...
+
+@final
+class ParamGroup:
+    """Parameters stepped, zeroed and read in one call into Rust."""
+
+    def __new__(cls, values: Iterable[Value]) -> ParamGroup: ...
+    def __len__(self) -> int: ...
+    def zero_grad(self) -> None: ...
+    def sgd(self, lr: float, momentum: float, weight_decay: float) -> None: ...
+    def adam(
+        self, lr: float, b1: float, b2: float, eps: float, weight_decay: float, t: int
+    ) -> None: ...
+    def state(self) -> tuple[list[float], list[float]]: ...
+
+def get_data(values: Iterable[Value]) -> list[float]: ...
+def get_grad(values: Iterable[Value]) -> list[float]: ...
+def set_data(values: Iterable[Value], data: Iterable[float]) -> None: ...

@@ -63,11 +63,14 @@ def binary_cross_entropy(probs: Sequence[Any], targets: Sequence[Any], eps: floa
 
 def bce_with_logits(logits: Sequence[Any], targets: Sequence[Any]) -> Any:
     """Binary cross-entropy on logits, stable for any magnitude:
-    ``max(z, 0) - z t + log(1 + exp(-|z|))``."""
+    ``max(z, 0) - z t + log(1 + exp(-|z|))``, with ``max(z, 0)`` written as
+    ``z/2 + |z|/2`` so that the gradient at ``z = 0`` is ``sigmoid(0) - t`` (``relu``
+    and ``abs`` alone would both give 0 there)."""
     logits, targets = _pairs("bce_with_logits", logits, targets)
     terms = []
     for z, t in zip(logits, targets):
-        terms.append(z.relu() - z * float(t) + (1.0 + (-abs(z)).exp()).log())
+        softplus = z * 0.5 + abs(z) * 0.5 + (1.0 + (-abs(z)).exp()).log()
+        terms.append(softplus - z * float(t))
     return _mean(terms)
 
 

@@ -27,6 +27,14 @@ __all__ = [
 ]
 
 
+def _rust_group(params: list[Any]) -> Any:
+    from scalargrad import _core
+
+    if all(type(p) is _core.Value for p in params):
+        return _core.ParamGroup(params)
+    return None
+
+
 class Optimizer:
     """Base class: holds the parameters and the learning rate ``lr``."""
 
@@ -37,8 +45,14 @@ class Optimizer:
         if not lr > 0:
             raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
         self.lr = float(lr)
+        # Rust parameters step in one call into Rust, with the same formulas in the
+        # same order as the Python loops below (so both backends agree bit for bit).
+        self._group = _rust_group(self.params)
 
     def zero_grad(self) -> None:
+        if self._group is not None:
+            self._group.zero_grad()
+            return
         for p in self.params:
             p.grad = 0.0
 
@@ -62,16 +76,24 @@ class SGD(Optimizer):
             raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum}")
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
-        self.velocity = [0.0] * len(self.params)
+        self._velocity = [0.0] * len(self.params)
+
+    @property
+    def velocity(self) -> list[float]:
+        """The momentum buffer, one entry per parameter."""
+        return list(self._group.state()[0]) if self._group is not None else self._velocity
 
     def step(self) -> None:
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
+        if self._group is not None:
+            self._group.sgd(lr, mu, wd)
+            return
         for i, p in enumerate(self.params):
             g = p.grad
             if wd:
                 g = g + wd * p.data
             if mu:
-                g = self.velocity[i] = mu * self.velocity[i] + g
+                g = self._velocity[i] = mu * self._velocity[i] + g
             p.data -= lr * g
 
 
@@ -94,17 +116,30 @@ class Adam(Optimizer):
         self.betas = (float(b1), float(b2))
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
-        self.m = [0.0] * len(self.params)
-        self.v = [0.0] * len(self.params)
+        self._m = [0.0] * len(self.params)
+        self._v = [0.0] * len(self.params)
         self.t = 0
+
+    @property
+    def m(self) -> list[float]:
+        """First-moment estimates, one per parameter."""
+        return list(self._group.state()[0]) if self._group is not None else self._m
+
+    @property
+    def v(self) -> list[float]:
+        """Second-moment estimates, one per parameter."""
+        return list(self._group.state()[1]) if self._group is not None else self._v
 
     def step(self) -> None:
         self.t += 1
         b1, b2 = self.betas
+        if self._group is not None:
+            self._group.adam(self.lr, b1, b2, self.eps, self.weight_decay, self.t)
+            return
         c1 = 1.0 - b1**self.t
         c2 = 1.0 - b2**self.t
         lr, eps, wd = self.lr, self.eps, self.weight_decay
-        m, v = self.m, self.v
+        m, v = self._m, self._v
         for i, p in enumerate(self.params):
             g = p.grad
             if wd:

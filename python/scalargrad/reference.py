@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-__all__ = ["OPS", "Tape", "Value", "dot", "set_anomaly", "sum"]
+__all__ = ["OPS", "Tape", "Value", "dot", "get_data", "get_grad", "set_anomaly", "set_data", "sum"]
 
 #: Every op kind, in the order of the op table (the same tuple as ``_core.OPS``).
 OPS = (
@@ -519,6 +519,34 @@ def dot(ws: Iterable[Any], xs: Iterable[Any]) -> Value:
     if _anomaly and not math.isfinite(out):
         _forward_anomaly("dot", w + x, out)
     return _node("dot", tuple(w) + tuple(x), out)
+
+
+def get_data(values: Iterable[Value]) -> list[float]:
+    """The ``data`` of many Values."""
+    return [v._data for v in _values("get_data", values)]
+
+
+def get_grad(values: Iterable[Value]) -> list[float]:
+    """The ``grad`` of many Values."""
+    return [v._grad for v in _values("get_grad", values)]
+
+
+def set_data(values: Iterable[Value], data: Iterable[float]) -> None:
+    """Sets the ``data`` of many Values; checks everything first."""
+    vs = _values("set_data", values)
+    xs = [float(x) for x in data]
+    if len(vs) != len(xs):
+        raise ValueError(f"set_data: {len(vs)} values but {len(xs)} numbers")
+    for v, x in zip(vs, xs):
+        v._data = x
+
+
+def _values(op: str, values: Iterable[Any]) -> list[Value]:
+    out = list(values)
+    for i, v in enumerate(out):
+        if not isinstance(v, Value):
+            raise TypeError(f"{op}: element {i} must be a reference Value, got {type(v).__name__}")
+    return out
 
 
 # ---- backward: one function per row of the op table ----------------------------
