@@ -430,10 +430,15 @@ def _read(path: Union[str, os.PathLike]) -> dict[str, Any]:
         )
     if body.get("checksum") != _checksum(body):
         raise ValueError(f"{path}: checksum mismatch: the file is corrupted")
+    arch = body.get("architecture")
+    if not isinstance(arch, dict) or not isinstance(arch.get("type"), str):
+        raise ValueError(f"{path}: malformed file: no architecture")
     try:
         body["parameters"] = {k: float.fromhex(v) for k, v in body["parameters"].items()}
-    except (AttributeError, TypeError, ValueError):
-        raise ValueError(f"{path}: malformed parameters") from None
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"{path}: malformed file: no parameters, or parameters not numbers"
+        ) from None
     return body
 
 
@@ -449,7 +454,16 @@ def load(path: Union[str, os.PathLike], *, backend: Backend = None) -> Module:
     """
     body = _read(path)
     arch = body["architecture"]
-    kind = arch.get("type")
+    try:
+        module = _build(arch, backend)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: malformed architecture {arch}: {e}") from None
+    module.load_state_dict(body["parameters"])
+    return module
+
+
+def _build(arch: dict[str, Any], backend: Backend) -> Module:
+    kind = arch["type"]
     module: Module
     if kind == "MLP":
         module = MLP(arch["nin"], [tuple(spec) for spec in arch["layers"]], seed=0, backend=backend)
@@ -460,6 +474,5 @@ def load(path: Union[str, os.PathLike], *, backend: Backend = None) -> Module:
     elif kind == "Neuron":
         module = Neuron(arch["nin"], activation=arch["activation"], seed=0, backend=backend)
     else:
-        raise ValueError(f"{path}: unknown architecture {kind!r}")
-    module.load_state_dict(body["parameters"])
+        raise ValueError(f"unknown module type {kind!r}")
     return module

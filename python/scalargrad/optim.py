@@ -74,6 +74,8 @@ class SGD(Optimizer):
         super().__init__(params, lr)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum}")
+        if not weight_decay >= 0:
+            raise ValueError(f"SGD: weight_decay must be >= 0, got {weight_decay}")
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self._velocity = [0.0] * len(self.params)
@@ -113,6 +115,10 @@ class Adam(Optimizer):
         b1, b2 = betas
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ValueError(f"Adam: betas must be in [0, 1), got {betas}")
+        if not eps > 0:
+            raise ValueError(f"Adam: eps must be positive, got {eps}")
+        if not weight_decay >= 0:
+            raise ValueError(f"Adam: weight_decay must be >= 0, got {weight_decay}")
         self.betas = (float(b1), float(b2))
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
@@ -211,6 +217,8 @@ class ReduceLROnPlateau(_Schedule):
         super().__init__(optimizer)
         if not 0.0 < factor < 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor}")
+        if patience < 0:
+            raise ValueError(f"ReduceLROnPlateau: patience must be >= 0, got {patience}")
         self.patience, self.factor = int(patience), float(factor)
         self.threshold, self.min_lr = float(threshold), float(min_lr)
         self.best = math.inf
@@ -238,6 +246,8 @@ class ReduceLROnPlateau(_Schedule):
 def clip_grad_norm(params: Sequence[Any], max_norm: float) -> float:
     """Scales all gradients so their joint L2 norm is at most ``max_norm``; returns
     the norm before clipping."""
+    if not max_norm >= 0:
+        raise ValueError(f"clip_grad_norm: max_norm must be >= 0, got {max_norm}")
     params = list(params)
     norm = math.sqrt(sum(p.grad * p.grad for p in params))
     if norm > max_norm:

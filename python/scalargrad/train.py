@@ -96,6 +96,8 @@ def _count(kind: Optional[str], outs: list, y: list) -> Optional[int]:
     """How many outputs are right, for classification losses (None otherwise)."""
     if kind not in _CLASSIFIERS:
         return None
+    if outs and getattr(type(outs[0]), "_backend", None) is not None:
+        outs = _backend_of(outs[0]).get_data(outs)  # one call instead of a float() each
     return sum(bool(_correct(kind, o, t)) for o, t in zip(outs, y))
 
 
