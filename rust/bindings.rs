@@ -21,9 +21,72 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-static ARENA: Mutex<Arena> = Mutex::new(Arena::new());
+static ARENA: GilCell<Arena> = GilCell::new(Arena::new());
+
+/// The arena's lock. Every access happens with the GIL held (all entry points are
+/// Python calls or deallocations, and none releases the GIL), so the GIL already
+/// serialises them and a mutex would only add two atomic read-modify-writes per
+/// op. The `busy` flag turns the one remaining hazard, re-entry from code run
+/// while the arena is borrowed, into a panic (a Python exception) instead of
+/// aliased `&mut`. The wheel is abi3, which free-threaded Python cannot load.
+struct GilCell<T> {
+    busy: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: see above: only used with the GIL held, and `busy` forbids aliasing.
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+impl<T> GilCell<T> {
+    const fn new(value: T) -> Self {
+        GilCell {
+            busy: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    #[inline]
+    fn lock(&self) -> GilGuard<'_, T> {
+        // Plain load and store, not a read-modify-write: the GIL orders them.
+        assert!(
+            !self.busy.load(Ordering::Relaxed),
+            "scalargrad: the arena was re-entered while in use"
+        );
+        self.busy.store(true, Ordering::Relaxed);
+        GilGuard { cell: self }
+    }
+}
+
+struct GilGuard<'a, T> {
+    cell: &'a GilCell<T>,
+}
+
+impl<T> Drop for GilGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.cell.busy.store(false, Ordering::Relaxed);
+    }
+}
+
+impl<T> std::ops::Deref for GilGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: `busy` makes this the only live guard.
+        unsafe { &*self.cell.value.get() }
+    }
+}
+
+impl<T> std::ops::DerefMut for GilGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: `busy` makes this the only live guard.
+        unsafe { &mut *self.cell.value.get() }
+    }
+}
 static ANOMALY: AtomicBool = AtomicBool::new(false);
 
 /// Nodes processed between checks for Ctrl-C during backward.
