@@ -33,28 +33,15 @@ def _neuron_graph(V: type):
 def demo(out: Path, backend: str, epochs: int, progress: bool, seed: int) -> int:
     from scalargrad import datasets, plot, viz
     from scalargrad.nn import MLP
-    from scalargrad.optim import SGD, LinearDecay
+    from scalargrad.train import fit_like_micrograd
 
     out.mkdir(parents=True, exist_ok=True)
     X, y = datasets.moons(n_samples=100, noise=0.1, seed=1)
     model = MLP(2, [16, 16, 1], seed=seed, backend=backend)
     print(f"scalargrad {scalargrad.__version__} demo: two moons, {backend} backend")
     print(model.summary())
-    opt = SGD(model.parameters(), lr=1.0)
-    schedule = LinearDecay(opt, start=1.0, end=0.1, steps=max(epochs, 1))
     t0 = time.perf_counter()
-    hist = scalargrad.fit(
-        model,
-        X,
-        y,
-        loss="hinge",
-        l2=1e-4,
-        optimizer=opt,
-        schedule=schedule,
-        epochs=epochs,
-        progress=progress,
-        seed=seed,
-    )
+    hist = fit_like_micrograd(model, X, y, epochs=epochs, progress=progress, seed=seed)
     dt = time.perf_counter() - t0
     acc = hist.accuracy[-1] if hist.accuracy else float("nan")
     loss = hist.loss[-1] if hist.loss else float("nan")

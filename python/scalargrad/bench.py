@@ -139,24 +139,12 @@ def moons_eager(quick: bool) -> list[Row]:
 def moons_fit_step_time(backend: str, epochs: int = 100) -> tuple[float, float]:
     """(seconds per epoch, final accuracy) of ``fit`` on the moons, micrograd's recipe."""
     from scalargrad.nn import MLP
-    from scalargrad.optim import SGD, LinearDecay
+    from scalargrad.train import fit_like_micrograd
 
     X, y = _moons()
     model = MLP(2, [16, 16, 1], seed=1337, backend=backend)
-    opt = SGD(model.parameters(), lr=1.0)
-    sched = LinearDecay(opt, start=1.0, end=0.1, steps=100)
     t = time.perf_counter()
-    hist = scalargrad.fit(
-        model,
-        X,
-        y,
-        loss="hinge",
-        l2=1e-4,
-        optimizer=opt,
-        schedule=sched,
-        epochs=epochs,
-        progress=False,
-    )
+    hist = fit_like_micrograd(model, X, y, epochs=epochs)
     return (time.perf_counter() - t) / epochs, hist.accuracy[-1]
 
 

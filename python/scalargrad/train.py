@@ -21,7 +21,7 @@ import scalargrad
 from scalargrad import losses
 from scalargrad.optim import Adam, Optimizer
 
-__all__ = ["History", "LOSSES", "evaluate", "fit", "predict"]
+__all__ = ["History", "LOSSES", "evaluate", "fit", "fit_like_micrograd", "predict"]
 
 LossFn = Callable[[list, list], Any]
 
@@ -274,3 +274,33 @@ def evaluate(model: Any, X: Any, y: Any, *, loss: Union[str, LossFn] = "hinge") 
     if correct is not None:
         result["accuracy"] = correct / len(rows)
     return result
+
+
+def fit_like_micrograd(
+    model: Any,
+    X: Any,
+    y: Any,
+    *,
+    epochs: int = 100,
+    progress: bool = False,
+    seed: Optional[int] = None,
+) -> History:
+    """micrograd's demo recipe: hinge loss plus ``1e-4`` L2, full-batch SGD with the
+    learning rate falling linearly from 1.0 to 0.1 over 100 steps (the demo's
+    ``1.0 - 0.9*k/100``). What ``scalargrad demo`` and the benchmarks run."""
+    from scalargrad.optim import SGD, LinearDecay
+
+    opt = SGD(model.parameters(), lr=1.0)
+    schedule = LinearDecay(opt, start=1.0, end=0.1, steps=100)
+    return fit(
+        model,
+        X,
+        y,
+        loss="hinge",
+        l2=1e-4,
+        optimizer=opt,
+        schedule=schedule,
+        epochs=epochs,
+        progress=progress,
+        seed=seed,
+    )
