@@ -331,6 +331,55 @@ impl Arena {
         self.nary(Op::Dot, &all, out)
     }
 
+    /// A dense layer in one call: for each neuron `k`, `act(dot(ws[k], x) + bs[k])`,
+    /// the same three nodes a neuron builds (no activation node when `act` is
+    /// `Op::Leaf`). Number inputs become leaves once, shared by all neurons. Returns
+    /// the outputs, each holding one reference for its owner.
+    pub fn layer(
+        &mut self,
+        ws: &[Vec<NodeId>],
+        bs: &[NodeId],
+        x: &[Operand],
+        act: Op,
+    ) -> Result<Vec<NodeId>, ArenaError> {
+        let mut xs = Vec::with_capacity(x.len());
+        for &v in x {
+            let id = self.resolve(v)?;
+            self.rc[id as usize] += 1; // held while the layer is built
+            xs.push(Operand::Node(id));
+        }
+        let mut outs = Vec::with_capacity(ws.len());
+        let built = (|| {
+            for (w, &b) in ws.iter().zip(bs) {
+                let w: Vec<Operand> = w.iter().map(|&i| Operand::Node(i)).collect();
+                let d = self.dot(&w, &xs)?;
+                let s = self.binary(Op::Add, Operand::Node(d), Operand::Node(b))?;
+                let out = if act == Op::Leaf {
+                    s
+                } else {
+                    self.unary(act, s, [0.0; 2])?
+                };
+                self.incref(out);
+                outs.push(out);
+            }
+            Ok(())
+        })();
+        for &v in &xs {
+            if let Operand::Node(id) = v {
+                self.decref(id);
+            }
+        }
+        match built {
+            Ok(()) => Ok(outs),
+            Err(e) => {
+                for &o in &outs {
+                    self.decref(o);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// The value `sum(xs)` would have, without building it.
     pub fn peek_sum(&self, xs: &[Operand]) -> f64 {
         ops::sum(xs.iter().map(|&x| self.value_of(x)))
@@ -535,6 +584,37 @@ mod tests {
         assert_eq!(ar.live(), 5); // d, its constant leaf and the three leaves it uses
         ar.decref(d);
         assert_eq!(ar.live(), 0);
+    }
+
+    #[test]
+    fn layer_builds_what_neurons_build() {
+        let mut ar = Arena::new();
+        let leaf = |ar: &mut Arena, v: f64| {
+            let id = ar.leaf(v).unwrap();
+            ar.incref(id);
+            id
+        };
+        let w = vec![
+            vec![leaf(&mut ar, 0.5), leaf(&mut ar, -1.0)],
+            vec![leaf(&mut ar, 2.0), leaf(&mut ar, 0.25)],
+        ];
+        let b = vec![leaf(&mut ar, 0.1), leaf(&mut ar, -3.0)];
+        let base = ar.live();
+        let outs = ar.layer(&w, &b, &[c(2.0), c(4.0)], Op::Relu).unwrap();
+        assert_eq!(ar.data[outs[0] as usize], 0.0); // relu(1 - 4 + 0.1)
+        assert_eq!(ar.data[outs[1] as usize], 2.0); // relu(4 + 1 - 3)
+        assert_eq!(
+            ar.live(),
+            base + 2 + 2 * 3,
+            "two shared input leaves, three nodes each"
+        );
+        let (s, _) = (ar.operand(outs[1], 0), ());
+        assert_eq!(ar.op(s), Op::Add);
+        assert_eq!(ar.op(ar.operand(s, 0)), Op::Dot);
+        for o in outs {
+            ar.decref(o);
+        }
+        assert_eq!(ar.live(), base);
     }
 
     #[test]

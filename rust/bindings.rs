@@ -1151,6 +1151,95 @@ fn dot(py: Python<'_>, ws: &Bound<'_, PyAny>, xs: &Bound<'_, PyAny>) -> PyResult
     })
 }
 
+/// A dense layer in one call: `[act(dot(w, x) + b) for w, b in zip(ws, bs)]`, the
+/// same nodes `Neuron` builds one by one (`activation`: "relu", "tanh", "sigmoid"
+/// or "linear"). Numbers in `x` become leaves once, shared by all neurons.
+#[pyfunction]
+fn layer<'py>(
+    py: Python<'py>,
+    ws: &Bound<'py, PyAny>,
+    bs: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    activation: &str,
+) -> PyResult<Vec<Py<Value>>> {
+    let act = match activation {
+        "relu" => Op::Relu,
+        "tanh" => Op::Tanh,
+        "sigmoid" => Op::Sigmoid,
+        "linear" => Op::Leaf,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "layer: unknown activation {activation:?}; expected relu, tanh, sigmoid or linear"
+            )))
+        }
+    };
+    let (xs, mut nodes) = collect_args("layer", x)?;
+    let mut w_ids = Vec::new();
+    for row in ws.try_iter()? {
+        let (w, w_nodes) = collect_args("layer", &row?)?;
+        if w.len() != xs.len() || w_nodes.len() != w.len() {
+            return Err(PyValueError::new_err(format!(
+                "layer: each weight row must hold {} Values (one per input), got {}",
+                xs.len(),
+                w.len()
+            )));
+        }
+        w_ids.push(w_nodes.iter().map(|v| v.get().id).collect::<Vec<_>>());
+        nodes.extend(w_nodes);
+    }
+    let (b, b_nodes) = collect_args("layer", bs)?;
+    if b_nodes.len() != w_ids.len() || b.len() != w_ids.len() {
+        return Err(PyValueError::new_err(format!(
+            "layer: need one bias Value per neuron ({}), got {}",
+            w_ids.len(),
+            b.len()
+        )));
+    }
+    let b_ids: Vec<NodeId> = b_nodes.iter().map(|v| v.get().id).collect();
+    nodes.extend(b_nodes);
+    let outs = {
+        let mut ar = ARENA.lock();
+        for v in &nodes {
+            register(&mut ar, v);
+        }
+        let outs = ar.layer(&w_ids, &b_ids, &xs, act).map_err(arena_error)?;
+        if ANOMALY.load(Ordering::Relaxed) {
+            if let Some(err) = layer_anomaly(&ar, &outs) {
+                for &o in &outs {
+                    ar.decref(o);
+                }
+                return Err(err);
+            }
+        }
+        outs
+    };
+    drop(nodes);
+    outs.into_iter().map(|id| wrap(py, id)).collect()
+}
+
+/// The first non-finite node a layer built, as `detect_anomaly` reports it.
+fn layer_anomaly(ar: &Arena, outs: &[NodeId]) -> Option<PyErr> {
+    for &out in outs {
+        // the chain out <- add <- dot, innermost first
+        let mut chain = vec![out];
+        while let Some(&top) = chain.last() {
+            match ar.op(top) {
+                Op::Relu | Op::Tanh | Op::Sigmoid | Op::Add => chain.push(ar.operand(top, 0)),
+                _ => break,
+            }
+        }
+        for &id in chain.iter().rev() {
+            let v = ar.data[id as usize];
+            if !v.is_finite() {
+                let operands: Vec<Operand> =
+                    ar.operands(id).into_iter().map(Operand::Node).collect();
+                return Some(forward_anomaly(ar, ar.op(id).kind(), &operands, v));
+            }
+        }
+    }
+    None
+}
+
 /// Turns anomaly checking on or off (`scalargrad.detect_anomaly()` uses this).
 #[pyfunction]
 fn set_anomaly(on: bool) -> bool {
@@ -1182,6 +1271,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_data, m)?)?;
     m.add_function(wrap_pyfunction!(sum, m)?)?;
     m.add_function(wrap_pyfunction!(dot, m)?)?;
+    m.add_function(wrap_pyfunction!(layer, m)?)?;
     m.add_function(wrap_pyfunction!(set_anomaly, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     m.add_function(wrap_pyfunction!(leaf_copy, m)?)?;

@@ -107,3 +107,40 @@ def test_fit_replay_equals_eager_on_both_backends():
     assert hists["reference", False].loss == hists["rust", True].loss[:30]
     with pytest.raises(ValueError, match="full-batch"):
         scalargrad.fit(MLP(2, [1], seed=0), X, y, batch_size=10, replay=True, progress=False)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "linear"])
+def test_fused_layer_equals_neuron_by_neuron(backend, act):
+    from scalargrad.nn import Layer
+
+    layer = Layer(3, 4, activation=act, seed=2, backend=backend)
+    x = [0.5, backend.Value(-1.25), 2.0]
+    fused = layer(x)
+    single = [n(x) for n in layer.neurons]
+    assert [o.data.hex() for o in fused] == [o.data.hex() for o in single]
+    assert [o._op for o in fused] == [o._op for o in single]
+    assert [o._prev[0]._op for o in fused] == [o._prev[0]._op for o in single]
+    grads = []
+    for outs in (fused, single):
+        layer.zero_grad()
+        x[1].grad = 0.0
+        scalargrad.sum([o * float(k + 1) for k, o in enumerate(outs)]).backward()
+        grads.append([p.grad.hex() for p in layer.parameters()] + [x[1].grad.hex()])
+    assert grads[0] == grads[1]
+
+
+def test_fused_layer_errors(backend):
+    from scalargrad.nn import Layer
+
+    layer = Layer(2, 3, seed=0, backend=backend)
+    with pytest.raises(ValueError, match="expected 2 inputs"):
+        layer([1.0])
+    with pytest.raises(ValueError, match="activation"):
+        backend.layer([[backend.Value(1.0)]], [backend.Value(0.0)], [1.0], "swish")
+    with pytest.raises(ValueError, match="bias"):
+        backend.layer([[backend.Value(1.0)]], [], [1.0], "relu")
+    with pytest.raises(ValueError, match="weight row"):
+        backend.layer([[backend.Value(1.0), 2.0]], [backend.Value(0.0)], [1.0, 1.0], "relu")
+    big = Layer(1, 2, activation="linear", seed=0, backend=backend)
+    with scalargrad.detect_anomaly(), pytest.raises(FloatingPointError, match="dot|add|\\+"):
+        big([float("inf")])

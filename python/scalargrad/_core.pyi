@@ -16,6 +16,7 @@ __all__ = [
     "dot",
     "get_data",
     "get_grad",
+    "layer",
     "set_anomaly",
     "set_data",
     "stats",
@@ -120,3 +121,6 @@ class ParamGroup:
 def get_data(values: Iterable[Value]) -> list[float]: ...
 def get_grad(values: Iterable[Value]) -> list[float]: ...
 def set_data(values: Iterable[Value], data: Iterable[float]) -> None: ...
+def layer(
+    ws: Iterable[Iterable[Value]], bs: Iterable[Value], x: Iterable[_Operand], activation: str
+) -> list[Value]: ...

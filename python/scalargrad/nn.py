@@ -287,7 +287,16 @@ class Layer(Module):
         return self.neurons[0].activation
 
     def __call__(self, x: Sequence[Any]) -> Any:
-        out = [n(x) for n in self.neurons]
+        neurons = self.neurons
+        act = neurons[0].activation
+        if len(x) != len(neurons[0].w):
+            raise ValueError(f"Layer: expected {len(neurons[0].w)} inputs, got {len(x)}")
+        if all(n.activation == act for n in neurons):
+            # All neurons' nodes in one call: the same nodes `Neuron.__call__` builds.
+            backend = neurons[0].backend
+            out = backend.layer([n.w for n in neurons], [n.b for n in neurons], x, act)
+        else:
+            out = [n(x) for n in neurons]
         return out[0] if len(out) == 1 else out
 
     def children(self) -> Iterator[Module]:

@@ -24,7 +24,18 @@ import math
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-__all__ = ["OPS", "Tape", "Value", "dot", "get_data", "get_grad", "set_anomaly", "set_data", "sum"]
+__all__ = [
+    "OPS",
+    "Tape",
+    "Value",
+    "dot",
+    "get_data",
+    "layer",
+    "get_grad",
+    "set_anomaly",
+    "set_data",
+    "sum",
+]
 
 #: Every op kind, in the order of the op table (the same tuple as ``_core.OPS``).
 OPS = (
@@ -519,6 +530,36 @@ def dot(ws: Iterable[Any], xs: Iterable[Any]) -> Value:
     if _anomaly and not math.isfinite(out):
         _forward_anomaly("dot", w + x, out)
     return _node("dot", tuple(w) + tuple(x), out)
+
+
+_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "linear": None}
+
+
+def layer(
+    ws: Iterable[Iterable[Value]], bs: Iterable[Value], x: Iterable[Any], activation: str
+) -> list[Value]:
+    """A dense layer in one call: ``[act(dot(w, x) + b) for w, b in zip(ws, bs)]``,
+    the nodes ``Neuron`` builds one by one. Numbers in ``x`` become leaves once."""
+    if activation not in _ACTIVATIONS:
+        raise ValueError(
+            f"layer: unknown activation {activation!r}; expected relu, tanh, sigmoid or linear"
+        )
+    xs = _collect("layer", x)
+    rows = [list(w) for w in ws]
+    biases = list(bs)
+    for w in rows:
+        if len(w) != len(xs) or not all(isinstance(v, Value) for v in w):
+            raise ValueError(
+                f"layer: each weight row must hold {len(xs)} Values (one per input), got {len(w)}"
+            )
+    if len(biases) != len(rows) or not all(isinstance(b, Value) for b in biases):
+        raise ValueError(f"layer: need one bias Value per neuron ({len(rows)}), got {len(biases)}")
+    act = _ACTIVATIONS[activation]
+    outs = []
+    for w, b in zip(rows, biases):
+        out = dot(w, xs) + b
+        outs.append(getattr(out, act)() if act else out)
+    return outs
 
 
 def get_data(values: Iterable[Value]) -> list[float]:
