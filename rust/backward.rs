@@ -25,16 +25,18 @@ pub fn order(ar: &mut Arena, root: NodeId) -> Vec<NodeId> {
     }
     let epoch = ar.epoch;
     let mut post = Vec::new();
-    let mut stack: Vec<(NodeId, usize)> = vec![(root, 0)];
+    // Frames hold (node, next operand, operand count), so a node's op is read once.
+    let mut stack: Vec<(NodeId, u32, u32)> = vec![(root, 0, ar.n_operands(root) as u32)];
     ar.mark[root as usize] = epoch;
     while let Some(top) = stack.last_mut() {
-        let (id, k) = *top;
-        if k < ar.n_operands(id) {
+        let (id, k, n) = *top;
+        if k < n {
             top.1 += 1;
-            let child = ar.operand(id, k);
-            if ar.mark[child as usize] != epoch {
-                ar.mark[child as usize] = epoch;
-                stack.push((child, 0));
+            let child = ar.operand(id, k as usize);
+            let m = &mut ar.mark[child as usize];
+            if *m != epoch {
+                *m = epoch;
+                stack.push((child, 0, ar.n_operands(child) as u32));
             }
         } else {
             stack.pop();
