@@ -267,6 +267,13 @@ impl Arena {
         debug_assert!(op.is_binary());
         let out = self.peek_binary(op, a, b);
         // `resolve` checks that nodes are live; on an error, what was made is released.
+        // A number `a` becomes a leaf, which may take a freed slot: `b` is checked
+        // first so that a stale `b` cannot name that new leaf.
+        if let (Operand::Const(_), Operand::Node(id)) = (a, b) {
+            if !self.is_live(id) {
+                return Err(ArenaError::Stale(id));
+            }
+        }
         let ia = self.resolve(a)?;
         self.rc[ia as usize] += 1;
         let ib = match self.resolve(b) {
@@ -342,11 +349,21 @@ impl Arena {
         x: &[Operand],
         act: Op,
     ) -> Result<Vec<NodeId>, ArenaError> {
+        // Every node is checked before numbers become leaves (which may reuse
+        // freed slots), and the inputs taken so far are released on an error.
+        self.check_live(x)?;
         let mut xs = Vec::with_capacity(x.len());
         for &v in x {
-            let id = self.resolve(v)?;
-            self.rc[id as usize] += 1; // held while the layer is built
-            xs.push(Operand::Node(id));
+            match self.resolve(v) {
+                Ok(id) => {
+                    self.rc[id as usize] += 1; // held while the layer is built
+                    xs.push(Operand::Node(id));
+                }
+                Err(e) => {
+                    self.release_operands(&xs);
+                    return Err(e);
+                }
+            }
         }
         let mut outs = Vec::with_capacity(ws.len());
         let built = (|| {
@@ -364,11 +381,7 @@ impl Arena {
             }
             Ok(())
         })();
-        for &v in &xs {
-            if let Operand::Node(id) = v {
-                self.decref(id);
-            }
-        }
+        self.release_operands(&xs);
         match built {
             Ok(()) => Ok(outs),
             Err(e) => {
@@ -394,7 +407,8 @@ impl Arena {
         )
     }
 
-    fn nary(&mut self, op: Op, xs: &[Operand], out: f64) -> Result<NodeId, ArenaError> {
+    /// Refuses the first stale node among `xs`.
+    fn check_live(&self, xs: &[Operand]) -> Result<(), ArenaError> {
         for &x in xs {
             if let Operand::Node(id) = x {
                 if !self.is_live(id) {
@@ -402,6 +416,20 @@ impl Arena {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Drops the reference held on each node of `xs`.
+    fn release_operands(&mut self, xs: &[Operand]) {
+        for &x in xs {
+            if let Operand::Node(id) = x {
+                self.decref(id);
+            }
+        }
+    }
+
+    fn nary(&mut self, op: Op, xs: &[Operand], out: f64) -> Result<NodeId, ArenaError> {
+        self.check_live(xs)?;
         let slot = match self.edges_free.pop() {
             Some(slot) => slot,
             None => {

@@ -10,5 +10,8 @@ pub mod ops;
 pub mod optim;
 pub mod replay;
 
+#[cfg(test)]
+mod proptests;
+
 #[cfg(feature = "python")]
 mod bindings;
