@@ -267,14 +267,27 @@ fn mixed_backends(op: &str) -> PyErr {
 
 /// Reads a Python number: float, int, or anything with `__float__` (NumPy scalars,
 /// 0-d arrays). Strings, sequences and Values of another backend are not numbers.
-fn number(x: &Bound<'_, PyAny>) -> Option<f64> {
+/// `x` as a float if it is a number; an int too large for a float is a
+/// ValueError naming `op`, as in Python's own `float(10**400)`.
+fn number(op: &str, x: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     if let Ok(f) = x.cast_exact::<PyFloat>() {
-        return Some(f.value());
+        return Ok(Some(f.value()));
+    }
+    if x.is_instance_of::<PyInt>() {
+        return int_number(op, x).map(Some);
     }
     if x.is_instance_of::<PyString>() || other_backend(x) {
-        return None;
+        return Ok(None);
     }
-    x.extract::<f64>().ok()
+    Ok(x.extract::<f64>().ok())
+}
+
+fn int_number(op: &str, x: &Bound<'_, PyAny>) -> PyResult<f64> {
+    x.extract::<f64>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{op}: integer {x} is too large to convert to float"
+        ))
+    })
 }
 
 fn arg<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Arg<'a, 'py>> {
@@ -284,18 +297,10 @@ fn arg<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Arg<'a, 'py>> {
     if let Ok(f) = x.cast_exact::<PyFloat>() {
         return Ok(Arg::Num(f.value()));
     }
-    if x.is_instance_of::<PyInt>() {
-        return match x.extract::<f64>() {
-            Ok(f) => Ok(Arg::Num(f)),
-            Err(_) => Err(PyValueError::new_err(format!(
-                "{op}: integer {x} is too large to convert to float"
-            ))),
-        };
-    }
     if other_backend(x) {
         return Err(mixed_backends(op));
     }
-    if let Some(c) = number(x) {
+    if let Some(c) = number(op, x)? {
         return Ok(Arg::Num(c));
     }
     // Builtin containers would otherwise meet Python's sequence-repeat fallback
@@ -376,7 +381,7 @@ fn number_arg(op: &str, what: &str, x: &Bound<'_, PyAny>) -> PyResult<f64> {
             "{op}: {what} must be a number, not a Value"
         )));
     }
-    number(x).ok_or_else(|| {
+    number(op, x)?.ok_or_else(|| {
         PyTypeError::new_err(format!(
             "{op}: {what} must be a number, got {}",
             type_name(x)
@@ -594,7 +599,7 @@ impl Value {
         let py = other.py();
         let y = if let Ok(v) = other.cast_exact::<Value>() {
             v.get().data()
-        } else if let Some(y) = number(other) {
+        } else if let Ok(Some(y)) = number("compare", other) {
             y
         } else if other_backend(other) {
             other.extract::<f64>()?
@@ -781,8 +786,7 @@ impl Value {
     }
 }
 
-/// Backward over `order` in chunks, checking for Ctrl-C between them (without
-/// holding the arena lock, since a signal handler may run Python code).
+/// Backward over `order` in chunks, pausing between them (see `pause`).
 fn sweep_interruptibly(py: Python<'_>, order: &[NodeId], check: bool) -> PyResult<()> {
     for chunk in order.chunks(SIGNAL_CHUNK) {
         {
@@ -790,10 +794,19 @@ fn sweep_interruptibly(py: Python<'_>, order: &[NodeId], check: bool) -> PyResul
             backward::sweep(&mut ar, chunk, check).map_err(|a| backward_anomaly(&ar, &a))?;
         }
         if order.len() > SIGNAL_CHUNK {
-            py.check_signals()?;
+            pause(py)?;
         }
     }
     Ok(())
+}
+
+/// Between two chunks of a long sweep, with the arena lock not held: lets other
+/// threads take the GIL for a moment (so a thread that sends a signal, or simply
+/// waits its turn, is not stalled for the whole sweep), then answers Ctrl-C and
+/// other signals, whose Python handlers may themselves use the engine.
+fn pause(py: Python<'_>) -> PyResult<()> {
+    py.detach(|| {});
+    py.check_signals()
 }
 
 /// A recorded graph that can be re-run: `forward()` recomputes every node from the
@@ -810,12 +823,14 @@ fn sweep_interruptibly(py: Python<'_>, order: &[NodeId], check: bool) -> PyResul
 /// 3.0
 #[pyclass(frozen, name = "Tape", module = "scalargrad._core")]
 pub struct Tape {
-    inner: Mutex<Option<replay::Tape>>,
+    // Immutable once recorded, so no lock: a long replay that lets other threads
+    // run between chunks never holds anything they could wait on.
+    inner: Option<replay::Tape>,
 }
 
 impl Drop for Tape {
     fn drop(&mut self) {
-        if let Some(t) = self.inner.get_mut().take() {
+        if let Some(t) = self.inner.take() {
             t.release(&mut ARENA.lock());
         }
     }
@@ -823,8 +838,10 @@ impl Drop for Tape {
 
 impl Tape {
     fn with<R>(&self, f: impl FnOnce(&replay::Tape) -> R) -> R {
-        let guard = self.inner.lock();
-        f(guard.as_ref().expect("a Tape is recorded at construction"))
+        f(self
+            .inner
+            .as_ref()
+            .expect("a Tape is recorded at construction"))
     }
 }
 
@@ -839,9 +856,7 @@ impl Tape {
             ))
         })?;
         let tape = replay::Tape::record(&mut ARENA.lock(), root.get().id);
-        Ok(Tape {
-            inner: Mutex::new(Some(tape)),
-        })
+        Ok(Tape { inner: Some(tape) })
     }
 
     /// The recorded root.
@@ -874,7 +889,7 @@ impl Tape {
                     }
                 }
                 if order.len() > SIGNAL_CHUNK {
-                    py.check_signals()?;
+                    pause(py)?;
                 }
             }
             Ok(())
@@ -1069,7 +1084,7 @@ fn collect_args<'py>(
         if let Ok(v) = item.cast_exact::<Value>() {
             ops_.push(Operand::Node(v.get().id));
             nodes.push(v.clone());
-        } else if let Some(c) = number(&item) {
+        } else if let Some(c) = number(op, &item)? {
             ops_.push(Operand::Const(c));
         } else if other_backend(&item) {
             return Err(mixed_backends(op));
