@@ -132,7 +132,7 @@ impl Arena {
 
     // ---- operands ----------------------------------------------------------
 
-    #[inline]
+    #[inline(always)]
     pub fn n_operands(&self, id: NodeId) -> usize {
         let op = self.op(id);
         if op.is_binary() {
@@ -147,7 +147,7 @@ impl Arena {
     }
 
     /// The `k`-th operand of a node, in operand order.
-    #[inline]
+    #[inline(always)]
     pub fn operand(&self, id: NodeId, k: usize) -> NodeId {
         let i = id as usize;
         let op = self.op[i];
@@ -487,37 +487,32 @@ impl Arena {
     /// count that brings to zero: a 10-million-deep chain frees without recursion.
     fn free_from(&mut self, root: NodeId) {
         let mut work = std::mem::take(&mut self.work);
-        work.push(root);
-        while let Some(id) = work.pop() {
+        let mut id = root;
+        loop {
             let i = id as usize;
             let op = self.op[i];
-            if op.is_nary() {
-                let slot = self.a[i] as usize;
-                let ids = std::mem::take(&mut self.edges[slot]);
-                for &k in &ids {
-                    let rc = &mut self.rc[k as usize];
-                    *rc -= 1;
-                    if *rc == 0 {
-                        work.push(k);
+            match op {
+                Op::Leaf => {}
+                Op::Sum | Op::Dot => {
+                    let slot = self.a[i] as usize;
+                    let ids = std::mem::take(&mut self.edges[slot]);
+                    for &k in &ids {
+                        drop_edge(&mut self.rc, k, &mut work);
                     }
-                }
-                // Keep the buffer for the next n-ary node unless it is large.
-                if ids.capacity() <= 4096 {
-                    self.edges[slot] = ids;
-                    self.edges[slot].clear();
-                }
-                self.edges_free.push(slot as u32);
-            } else {
-                let n = self.n_operands(id);
-                for k in 0..n {
-                    let x = self.operand(id, k) as usize;
-                    self.rc[x] -= 1;
-                    if self.rc[x] == 0 {
-                        work.push(x as NodeId);
+                    // Keep the buffer for the next n-ary node unless it is large.
+                    if ids.capacity() <= 4096 {
+                        self.edges[slot] = ids;
+                        self.edges[slot].clear();
                     }
+                    self.edges_free.push(slot as u32);
                 }
-                if op.has_consts() {
-                    self.consts_free.push(self.b[i]);
+                _ => {
+                    drop_edge(&mut self.rc, self.a[i], &mut work);
+                    if op.is_binary() {
+                        drop_edge(&mut self.rc, self.b[i], &mut work);
+                    } else if op.has_consts() {
+                        self.consts_free.push(self.b[i]);
+                    }
                 }
             }
             if !self.labels.is_empty() {
@@ -527,6 +522,10 @@ impl Arena {
             self.a[i] = self.free_head.unwrap_or(NONE);
             self.free_head = Some(id);
             self.live -= 1;
+            match work.pop() {
+                Some(next) => id = next,
+                None => break,
+            }
         }
         if work.capacity() <= 1 << 16 {
             self.work = work; // keep a small buffer; a huge one goes back to the allocator
@@ -544,6 +543,17 @@ impl Arena {
                 ..Arena::default()
             };
         }
+    }
+}
+
+/// Drops the reference an operand edge holds on `x`, queueing `x` to be freed when
+/// that was its last.
+#[inline(always)]
+fn drop_edge(rc: &mut [u32], x: NodeId, work: &mut Vec<NodeId>) {
+    let r = &mut rc[x as usize];
+    *r -= 1;
+    if *r == 0 {
+        work.push(x);
     }
 }
 

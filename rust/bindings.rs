@@ -255,7 +255,12 @@ enum Arg<'a, 'py> {
     Other,
 }
 
+/// A Value of the reference backend (any class with a `_backend` attribute).
 fn other_backend(x: &Bound<'_, PyAny>) -> bool {
+    // Numbers first: a failed `hasattr` costs an AttributeError.
+    if x.is_instance_of::<PyFloat>() || x.is_instance_of::<PyInt>() {
+        return false;
+    }
     x.get_type().hasattr("_backend").unwrap_or(false)
 }
 
@@ -266,9 +271,8 @@ fn mixed_backends(op: &str) -> PyErr {
 }
 
 /// Reads a Python number: float, int, or anything with `__float__` (NumPy scalars,
-/// 0-d arrays). Strings, sequences and Values of another backend are not numbers.
-/// `x` as a float if it is a number; an int too large for a float is a
-/// ValueError naming `op`, as in Python's own `float(10**400)`.
+/// 0-d arrays). Strings, sequences and Values of another backend are not numbers;
+/// an int too large for a float is a ValueError naming `op`, as `float(10**400)` is.
 fn number(op: &str, x: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     if let Ok(f) = x.cast_exact::<PyFloat>() {
         return Ok(Some(f.value()));
@@ -296,6 +300,9 @@ fn arg<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Arg<'a, 'py>> {
     }
     if let Ok(f) = x.cast_exact::<PyFloat>() {
         return Ok(Arg::Num(f.value()));
+    }
+    if x.is_instance_of::<PyInt>() {
+        return int_number(op, x).map(Arg::Num);
     }
     if other_backend(x) {
         return Err(mixed_backends(op));
@@ -376,6 +383,9 @@ fn unary(slf: &Bound<'_, Value>, op: Op, c: [f64; 2]) -> PyResult<Py<Value>> {
 }
 
 fn number_arg(op: &str, what: &str, x: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if let Ok(f) = x.cast_exact::<PyFloat>() {
+        return Ok(f.value()); // the common case, before the slower checks below
+    }
     if x.cast_exact::<Value>().is_ok() || other_backend(x) {
         return Err(PyTypeError::new_err(format!(
             "{op}: {what} must be a number, not a Value"
