@@ -144,3 +144,55 @@ def test_fused_layer_errors(backend):
     big = Layer(1, 2, activation="linear", seed=0, backend=backend)
     with scalargrad.detect_anomaly(), pytest.raises(FloatingPointError, match="dot|add|\\+"):
         big([float("inf")])
+
+
+class _Net(MLP):
+    """A user model: branches on a value, so its graph may change between epochs."""
+
+    def __call__(self, x):
+        out = super().__call__(x)
+        return out * 2.0 if out.data > 0 else out
+
+
+@pytest.mark.parametrize(
+    "loss, model, replays",
+    [
+        ("hinge", MLP, True),
+        ("mse", MLP, True),
+        ("bce_with_logits", MLP, True),
+        ("binary_cross_entropy", MLP, True),
+        ("softmax_cross_entropy", MLP, False),
+        ("hinge", _Net, False),
+    ],
+)
+def test_fit_replays_only_graphs_that_cannot_change(backend, monkeypatch, loss, model, replays):
+    import random
+
+    rng = random.Random(0)
+    X = [[rng.uniform(-2, 2), rng.uniform(-2, 2)] for _ in range(24)]
+    if loss == "softmax_cross_entropy":
+        y, nout = [int(a > 0) + int(b > 0) for a, b in X], 3
+    elif loss == "hinge":
+        y, nout = [1 if a * b > 0 else -1 for a, b in X], 1
+    else:
+        y, nout = [1 if a * b > 0 else 0 for a, b in X], 1
+    acts = [(6, "tanh"), (nout, "sigmoid" if loss == "binary_cross_entropy" else "linear")]
+
+    tapes = []
+    real = backend.Tape
+
+    def counting(root):
+        tapes.append(root)
+        return real(root)
+
+    monkeypatch.setattr(backend, "Tape", counting)
+    runs = {}
+    for replay in (None, False):
+        m = model(2, acts, seed=3, backend=backend)
+        opt = SGD(m.parameters(), lr=0.2)
+        h = scalargrad.fit(
+            m, X, y, loss=loss, optimizer=opt, epochs=25, progress=False, replay=replay
+        )
+        runs[replay] = (h.loss, [p.data.hex() for p in m.parameters()])
+    assert len(tapes) == (1 if replays else 0)
+    assert runs[None] == runs[False]  # replayed or not, the same bits as rebuilding

@@ -123,6 +123,19 @@ def _batch_loss(model: Any, loss_fn: LossFn, kind: Optional[str], X: list, y: li
     return loss, outs, _count(kind, outs, y)
 
 
+# Built-in losses whose graph is fixed by the targets alone (softmax_cross_entropy
+# shifts each row by its largest logit, a number read off the forward values).
+_REPLAYABLE_LOSSES = ("hinge", "mse", "bce", "binary_cross_entropy", "bce_with_logits")
+
+
+def _replayable(model: Any, kind: Optional[str]) -> bool:
+    """Whether every epoch builds the same graph: a built-in model (not a subclass,
+    which may branch on values) and a built-in loss with no value-dependent numbers."""
+    from scalargrad.nn import MLP, Layer, Neuron
+
+    return type(model) in (MLP, Layer, Neuron) and kind in _REPLAYABLE_LOSSES
+
+
 def fit(
     model: Any,
     X: Any,
@@ -158,12 +171,15 @@ def fit(
     The loss and accuracy recorded for an epoch are those of the forward passes made
     during it (as micrograd's demo prints them), averaged over its batches.
 
-    ``replay``: full-batch training of a ``scalargrad.nn`` model with a built-in loss
-    builds the graph once and re-runs it every later epoch (``Tape``: forward and
-    backward with no Python work per node). The graph is the same every epoch, so
-    the results are bit-identical to rebuilding it. ``None`` (the default) replays
-    when it is safe; ``False`` always rebuilds; ``True`` insists (a custom loss with
-    data-dependent Python control flow would then be frozen at its first epoch).
+    ``replay``: full-batch training of an ``nn.MLP``, ``Layer`` or ``Neuron`` with
+    ``"hinge"``, ``"mse"``, ``"bce"`` or ``"bce_with_logits"`` builds the graph once
+    and re-runs it every later epoch (``Tape``: forward and backward with no Python
+    work per node). The graph is the same every epoch, so the results are
+    bit-identical to rebuilding it. ``None`` (the default) replays exactly then;
+    ``False`` always rebuilds; ``True`` insists for any model and loss, freezing
+    whatever the first epoch's Python code decided from values (a subclass's
+    branches; ``softmax_cross_entropy``'s per-row shift, which leaves the loss the
+    same in exact arithmetic but not in the last bits).
     """
     rows, targets = _rows(X), _targets(y)
     if len(rows) != len(targets):
@@ -184,9 +200,7 @@ def fit(
 
     full_batch = batch_size is None or batch_size >= n
     if replay is None:
-        from scalargrad.nn import Module
-
-        replay = full_batch and kind is not None and isinstance(model, Module)
+        replay = full_batch and _replayable(model, kind)
     elif replay and not full_batch:
         raise ValueError("fit: replay=True needs full-batch training (batch_size=None)")
     tape = None
