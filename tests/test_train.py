@@ -361,7 +361,8 @@ def test_bce_with_logits_and_callable_loss(name):
         ({"epochs": -1}, "epochs"),
         ({"batch_size": 0}, "batch_size"),
         ({"X": [], "y": []}, "empty"),
-        ({"replay": True, "batch_size": 1}, "replay"),
+        ({"replay": True, "batch_size": 1, "loss": "softmax_cross_entropy"}, "mini-batches"),
+        ({"replay": True, "batch_size": 1, "loss": losses.mse}, "mini-batches"),
     ],
 )
 def test_fit_bad_arguments_raise_value_error(name, kwargs, match):

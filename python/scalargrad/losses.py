@@ -12,7 +12,7 @@ differentiates like any other expression.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import scalargrad
@@ -43,22 +43,57 @@ def _mean(terms: list[Any]) -> Any:
     return scalargrad.sum(terms) * (1.0 / len(terms))
 
 
+# Each loss below is one term per sample, ``term(pred, code(target))``: the target
+# enters only through a number, which may also be a leaf Value holding it. A graph
+# recorded once with such leaves can then be re-run on any batch of the same size
+# (``fit`` replays mini-batches this way) and gives the same bits as the loss
+# rebuilt from the numbers: each op sees the same operand values in the same order.
+
+
+def _mse_term(p: Any, t: Any) -> Any:
+    return (p - t) ** 2
+
+
+def _bce_term(p: Any, t: Any, eps: float = 1e-12) -> Any:
+    p = p.clamp(eps, 1.0 - eps)
+    return -(t * p.log() + (1.0 - t) * (1.0 - p).log())
+
+
+def _bce_logits_term(z: Any, t: Any) -> Any:
+    softplus = z * 0.5 + abs(z) * 0.5 + (1.0 + (-abs(z)).exp()).log()
+    return softplus - z * t
+
+
+def _hinge_code(t: Any) -> float:
+    return -(1.0 if t > 0 else -1.0)
+
+
+def _hinge_term(s: Any, c: Any) -> Any:
+    return (1 + c * s).relu()
+
+
+#: ``name: (code, term)`` for the losses whose graph depends on the targets only
+#: through numbers.
+_TERMS: dict[str, tuple[Callable[[Any], float], Callable[[Any, Any], Any]]] = {
+    "mse": (float, _mse_term),
+    "bce": (float, _bce_term),
+    "binary_cross_entropy": (float, _bce_term),
+    "bce_with_logits": (float, _bce_logits_term),
+    "hinge": (_hinge_code, _hinge_term),
+}
+
+
 def mse(preds: Sequence[Any], targets: Sequence[Any]) -> Any:
     """Mean squared error ``mean((p - t)**2)``."""
     preds, targets = _pairs("mse", preds, targets)
-    return _mean([(p - float(t)) ** 2 for p, t in zip(preds, targets)])
+    return _mean([_mse_term(p, float(t)) for p, t in zip(preds, targets)])
 
 
 def binary_cross_entropy(probs: Sequence[Any], targets: Sequence[Any], eps: float = 1e-12) -> Any:
     """``-mean(t log p + (1 - t) log(1 - p))`` for probabilities ``p`` (clamped to
     ``[eps, 1 - eps]`` so a confident mistake costs a large but finite loss)."""
     probs, targets = _pairs("binary_cross_entropy", probs, targets)
-    terms = []
-    for p, t in zip(probs, targets):
-        t = float(t)
-        p = p.clamp(eps, 1.0 - eps)
-        terms.append(-(t * p.log() + (1.0 - t) * (1.0 - p).log()))
-    return _mean(terms)
+    return _mean([_bce_term(p, float(t), eps) for p, t in zip(probs, targets)])
 
 
 def bce_with_logits(logits: Sequence[Any], targets: Sequence[Any]) -> Any:
@@ -67,18 +102,14 @@ def bce_with_logits(logits: Sequence[Any], targets: Sequence[Any]) -> Any:
     ``z/2 + |z|/2`` so that the gradient at ``z = 0`` is ``sigmoid(0) - t`` (``relu``
     and ``abs`` alone would both give 0 there)."""
     logits, targets = _pairs("bce_with_logits", logits, targets)
-    terms = []
-    for z, t in zip(logits, targets):
-        softplus = z * 0.5 + abs(z) * 0.5 + (1.0 + (-abs(z)).exp()).log()
-        terms.append(softplus - z * float(t))
-    return _mean(terms)
+    return _mean([_bce_logits_term(z, float(t)) for z, t in zip(logits, targets)])
 
 
 def hinge(scores: Sequence[Any], targets: Sequence[Any]) -> Any:
     """SVM max-margin loss ``mean(relu(1 - y s))``, micrograd's demo loss. Targets
     are +1/-1 (0 counts as -1)."""
     scores, targets = _pairs("hinge", scores, targets)
-    return _mean([(1 + -(1.0 if t > 0 else -1.0) * s).relu() for s, t in zip(scores, targets)])
+    return _mean([_hinge_term(s, _hinge_code(t)) for s, t in zip(scores, targets)])
 
 
 def softmax(values: Sequence[Any]) -> list[Any]:

@@ -123,17 +123,52 @@ def _batch_loss(model: Any, loss_fn: LossFn, kind: Optional[str], X: list, y: li
     return loss, outs, _count(kind, outs, y)
 
 
-# Built-in losses whose graph is fixed by the targets alone (softmax_cross_entropy
-# shifts each row by its largest logit, a number read off the forward values).
-_REPLAYABLE_LOSSES = ("hinge", "mse", "bce", "binary_cross_entropy", "bce_with_logits")
-
-
 def _replayable(model: Any, kind: Optional[str]) -> bool:
-    """Whether every epoch builds the same graph: a built-in model (not a subclass,
-    which may branch on values) and a built-in loss with no value-dependent numbers."""
+    """Whether every batch builds the same graph: a built-in model (not a subclass,
+    which may branch on values) and a built-in loss whose graph depends on the
+    targets only through numbers (not softmax_cross_entropy, which shifts each row
+    by its largest logit, a number read off the forward values)."""
     from scalargrad.nn import MLP, Layer, Neuron
 
-    return type(model) in (MLP, Layer, Neuron) and kind in _REPLAYABLE_LOSSES
+    return type(model) in (MLP, Layer, Neuron) and kind in losses._TERMS
+
+
+class _BatchTapes:
+    """Mini-batch replay: per batch size, one graph recorded with the inputs and
+    the targets' numbers as leaves; each batch sets those leaves in bulk and
+    re-runs the graph. Same bits as building the batch's loss from scratch."""
+
+    def __init__(self, model: Any, kind: str, l2: float, rows: list, targets: list) -> None:
+        self.model, self.kind, self.l2 = model, kind, l2
+        self.rows, self.targets = rows, targets
+        code, self.term = losses._TERMS[kind]
+        self.codes = [code(t) for t in targets]
+        self.graphs: dict[int, tuple] = {}
+
+    def run(self, idx: list[int]) -> tuple[float, Optional[int]]:
+        """Forward and backward on the samples ``idx``: the loss and the count of
+        right predictions."""
+        x = [v for i in idx for v in self.rows[i]]
+        c = [self.codes[i] for i in idx]
+        graph = self.graphs.get(len(idx))
+        if graph is None:
+            graph = self.graphs[len(idx)] = self._record(idx)
+        B, xs, cs, outs, tape = graph
+        B.set_data(xs, x)
+        B.set_data(cs, c)
+        value = tape.run()
+        return value, _count(self.kind, outs, [self.targets[i] for i in idx])
+
+    def _record(self, idx: list[int]) -> tuple:
+        params = self.model.parameters()
+        B = _backend_of(params[0])
+        xs = [[B.Value(float(v)) for v in self.rows[i]] for i in idx]
+        cs = [B.Value(self.codes[i]) for i in idx]
+        outs = [self.model(x) for x in xs]
+        loss = losses._mean([self.term(o, t) for o, t in zip(outs, cs)])
+        if self.l2:
+            loss = loss + losses.l2(params, self.l2)
+        return B, [v for x in xs for v in x], cs, outs, B.Tape(loss)
 
 
 def fit(
@@ -171,15 +206,16 @@ def fit(
     The loss and accuracy recorded for an epoch are those of the forward passes made
     during it (as micrograd's demo prints them), averaged over its batches.
 
-    ``replay``: full-batch training of an ``nn.MLP``, ``Layer`` or ``Neuron`` with
-    ``"hinge"``, ``"mse"``, ``"bce"`` or ``"bce_with_logits"`` builds the graph once
-    and re-runs it every later epoch (``Tape``: forward and backward with no Python
-    work per node). The graph is the same every epoch, so the results are
-    bit-identical to rebuilding it. ``None`` (the default) replays exactly then;
-    ``False`` always rebuilds; ``True`` insists for any model and loss, freezing
-    whatever the first epoch's Python code decided from values (a subclass's
-    branches; ``softmax_cross_entropy``'s per-row shift, which leaves the loss the
-    same in exact arithmetic but not in the last bits).
+    ``replay``: training an ``nn.MLP``, ``Layer`` or ``Neuron`` with ``"hinge"``,
+    ``"mse"``, ``"bce"`` or ``"bce_with_logits"`` builds the graph once and re-runs
+    it (``Tape``: forward and backward with no Python work per node): full-batch,
+    the same graph every epoch; with mini-batches, one graph per batch size whose
+    input and target leaves are set for each batch. The results are bit-identical
+    to rebuilding the graph. ``None`` (the default) replays exactly then; ``False``
+    always rebuilds; ``True`` insists for any model (and, full-batch, any loss),
+    freezing whatever the first build's Python code decided from values (a
+    subclass's branches; ``softmax_cross_entropy``'s per-row shift, which leaves the
+    loss the same in exact arithmetic but not in the last bits).
     """
     rows, targets = _rows(X), _targets(y)
     if len(rows) != len(targets):
@@ -200,10 +236,16 @@ def fit(
 
     full_batch = batch_size is None or batch_size >= n
     if replay is None:
-        replay = full_batch and _replayable(model, kind)
-    elif replay and not full_batch:
-        raise ValueError("fit: replay=True needs full-batch training (batch_size=None)")
+        replay = _replayable(model, kind)
+    elif replay and not full_batch and kind not in losses._TERMS:
+        raise ValueError(
+            f"fit: replay=True with mini-batches needs one of the losses "
+            f"{', '.join(losses._TERMS)}, got {kind or getattr(loss, '__name__', loss)!r}"
+        )
     tape = None
+    batch_tapes = None
+    if replay and not full_batch and n and model.parameters():
+        batch_tapes = _BatchTapes(model, kind, l2, rows, targets)
     outs: list[Any] = []
 
     bar = None
@@ -226,6 +268,8 @@ def fit(
                     # Same graph as last epoch: re-run it on the updated parameters.
                     value = tape.run()
                     correct = _count(kind, outs, targets)
+                elif batch_tapes is not None:
+                    value, correct = batch_tapes.run(idx)
                 else:
                     bx = [rows[i] for i in idx]
                     by = [targets[i] for i in idx]
@@ -234,7 +278,7 @@ def fit(
                         p.grad = 0.0
                     lossv.backward()
                     value = lossv.data
-                    if replay:
+                    if replay and full_batch:
                         tape = _backend_of(lossv).Tape(lossv)
                     del lossv
                 optimizer.step()
