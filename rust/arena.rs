@@ -342,9 +342,9 @@ impl Arena {
     /// the same three nodes a neuron builds (no activation node when `act` is
     /// `Op::Leaf`). Number inputs become leaves once, shared by all neurons. Returns
     /// the outputs, each holding one reference for its owner.
-    pub fn layer(
+    pub fn layer<W: AsRef<[NodeId]>>(
         &mut self,
-        ws: &[Vec<NodeId>],
+        ws: &[W],
         bs: &[NodeId],
         x: &[Operand],
         act: Op,
@@ -357,10 +357,10 @@ impl Arena {
             match self.resolve(v) {
                 Ok(id) => {
                     self.rc[id as usize] += 1; // held while the layer is built
-                    xs.push(Operand::Node(id));
+                    xs.push(id);
                 }
                 Err(e) => {
-                    self.release_operands(&xs);
+                    self.release_nodes(&xs);
                     return Err(e);
                 }
             }
@@ -368,8 +368,7 @@ impl Arena {
         let mut outs = Vec::with_capacity(ws.len());
         let built = (|| {
             for (w, &b) in ws.iter().zip(bs) {
-                let w: Vec<Operand> = w.iter().map(|&i| Operand::Node(i)).collect();
-                let d = self.dot(&w, &xs)?;
+                let d = self.dot_nodes(w.as_ref(), &xs)?;
                 let s = self.binary(Op::Add, Operand::Node(d), Operand::Node(b))?;
                 let out = if act == Op::Leaf {
                     s
@@ -381,7 +380,7 @@ impl Arena {
             }
             Ok(())
         })();
-        self.release_operands(&xs);
+        self.release_nodes(&xs);
         match built {
             Ok(()) => Ok(outs),
             Err(e) => {
@@ -419,24 +418,57 @@ impl Arena {
         Ok(())
     }
 
-    /// Drops the reference held on each node of `xs`.
-    fn release_operands(&mut self, xs: &[Operand]) {
-        for &x in xs {
-            if let Operand::Node(id) = x {
+    /// Drops the reference held on each of `ids`.
+    fn release_nodes(&mut self, ids: &[NodeId]) {
+        for &id in ids {
+            self.decref(id);
+        }
+    }
+
+    /// `dot(ws, xs)` over nodes, as `layer` builds it for each neuron: the same
+    /// node `dot` builds, without going through operands.
+    fn dot_nodes(&mut self, ws: &[NodeId], xs: &[NodeId]) -> Result<NodeId, ArenaError> {
+        assert_eq!(ws.len(), xs.len(), "dot: operands of unequal length");
+        if let Some(&id) = ws.iter().chain(xs).find(|&&id| !self.is_live(id)) {
+            return Err(ArenaError::Stale(id));
+        }
+        let out = ops::dot(
+            ws.iter()
+                .zip(xs)
+                .map(|(&w, &x)| (self.data[w as usize], self.data[x as usize])),
+        );
+        let slot = self.edge_slot();
+        let mut ids = std::mem::take(&mut self.edges[slot as usize]);
+        ids.clear();
+        ids.reserve_exact(2 * ws.len());
+        ids.extend_from_slice(ws);
+        ids.extend_from_slice(xs);
+        for &id in &ids {
+            self.rc[id as usize] += 1;
+        }
+        let result = self.alloc(Op::Dot, out, slot, ids.len() as u32);
+        if result.is_err() {
+            for &id in &ids {
                 self.decref(id);
             }
+            ids.clear();
+            self.edges_free.push(slot);
         }
+        self.edges[slot as usize] = ids;
+        result
+    }
+
+    /// A free slot of the n-ary edge table.
+    fn edge_slot(&mut self) -> u32 {
+        self.edges_free.pop().unwrap_or_else(|| {
+            self.edges.push(Vec::new());
+            (self.edges.len() - 1) as u32
+        })
     }
 
     fn nary(&mut self, op: Op, xs: &[Operand], out: f64) -> Result<NodeId, ArenaError> {
         self.check_live(xs)?;
-        let slot = match self.edges_free.pop() {
-            Some(slot) => slot,
-            None => {
-                self.edges.push(Vec::new());
-                (self.edges.len() - 1) as u32
-            }
-        };
+        let slot = self.edge_slot();
         let mut ids = std::mem::take(&mut self.edges[slot as usize]);
         ids.clear();
         ids.reserve_exact(xs.len());

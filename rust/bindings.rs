@@ -607,6 +607,13 @@ impl Value {
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
         let py = other.py();
+        if other.is_instance_of::<PyInt>() {
+            // Exactly, as Python compares a float with an int (even one past 2**53 or
+            // too large for a float).
+            return Ok(PyFloat::new(py, self.data())
+                .rich_compare(other, op)?
+                .unbind());
+        }
         let y = if let Ok(v) = other.cast_exact::<Value>() {
             v.get().data()
         } else if let Ok(Some(y)) = number("compare", other) {
@@ -1082,13 +1089,26 @@ fn handle_for(py: Python<'_>, id: NodeId) -> PyResult<Py<Value>> {
     wrap(py, id)
 }
 
+/// The length of a list or tuple (0 for other iterables, whose length may be
+/// unknown or costly to ask).
+fn size_hint(items: &Bound<'_, PyAny>) -> usize {
+    if let Ok(l) = items.cast::<PyList>() {
+        l.len()
+    } else if let Ok(t) = items.cast::<PyTuple>() {
+        t.len()
+    } else {
+        0
+    }
+}
+
 /// Collects the operands of an n-ary op from a Python iterable.
 fn collect_args<'py>(
     op: &str,
     items: &Bound<'py, PyAny>,
 ) -> PyResult<(Vec<Operand>, Vec<Bound<'py, Value>>)> {
-    let mut ops_ = Vec::new();
-    let mut nodes = Vec::new();
+    let hint = size_hint(items);
+    let mut ops_ = Vec::with_capacity(hint);
+    let mut nodes = Vec::with_capacity(hint);
     for (i, item) in items.try_iter()?.enumerate() {
         let item = item?;
         if let Ok(v) = item.cast_exact::<Value>() {
@@ -1199,35 +1219,35 @@ fn layer<'py>(
         }
     };
     let (xs, mut nodes) = collect_args("layer", x)?;
-    let mut w_ids = Vec::new();
+    let nin = xs.len();
+    let nout = size_hint(ws);
+    nodes.reserve(nout * (nin + 1));
+    // All weights in one flat buffer, a row per neuron.
+    let mut w_ids = Vec::with_capacity(nout * nin);
+    let mut rows = 0;
     for row in ws.try_iter()? {
-        let (w, w_nodes) = collect_args("layer", &row?)?;
-        if w.len() != xs.len() || w_nodes.len() != w.len() {
+        let (got, all_values) = value_ids(&row?, &mut w_ids, &mut nodes)?;
+        if got != nin || !all_values {
             return Err(PyValueError::new_err(format!(
-                "layer: each weight row must hold {} Values (one per input), got {}",
-                xs.len(),
-                w.len()
+                "layer: each weight row must hold {nin} Values (one per input), got {got}"
             )));
         }
-        w_ids.push(w_nodes.iter().map(|v| v.get().id).collect::<Vec<_>>());
-        nodes.extend(w_nodes);
+        rows += 1;
     }
-    let (b, b_nodes) = collect_args("layer", bs)?;
-    if b_nodes.len() != w_ids.len() || b.len() != w_ids.len() {
+    let mut b_ids = Vec::with_capacity(rows);
+    let (got, all_values) = value_ids(bs, &mut b_ids, &mut nodes)?;
+    if got != rows || !all_values {
         return Err(PyValueError::new_err(format!(
-            "layer: need one bias Value per neuron ({}), got {}",
-            w_ids.len(),
-            b.len()
+            "layer: need one bias Value per neuron ({rows}), got {got}"
         )));
     }
-    let b_ids: Vec<NodeId> = b_nodes.iter().map(|v| v.get().id).collect();
-    nodes.extend(b_nodes);
+    let w_rows: Vec<&[NodeId]> = (0..rows).map(|k| &w_ids[k * nin..][..nin]).collect();
     let outs = {
         let mut ar = ARENA.lock();
         for v in &nodes {
             register(&mut ar, v);
         }
-        let outs = ar.layer(&w_ids, &b_ids, &xs, act).map_err(arena_error)?;
+        let outs = ar.layer(&w_rows, &b_ids, &xs, act).map_err(arena_error)?;
         if ANOMALY.load(Ordering::Relaxed) {
             if let Some(err) = layer_anomaly(&ar, &outs) {
                 for &o in &outs {
@@ -1240,6 +1260,27 @@ fn layer<'py>(
     };
     drop(nodes);
     outs.into_iter().map(|id| wrap(py, id)).collect()
+}
+
+/// Appends the ids of the rust Values in an iterable to `ids` (keeping the Values
+/// in `held`); returns how many items there were and whether all were such Values.
+fn value_ids<'py>(
+    items: &Bound<'py, PyAny>,
+    ids: &mut Vec<NodeId>,
+    held: &mut Vec<Bound<'py, Value>>,
+) -> PyResult<(usize, bool)> {
+    let (mut n, mut all_values) = (0, true);
+    for item in items.try_iter()? {
+        n += 1;
+        match item?.cast_into_exact::<Value>() {
+            Ok(v) => {
+                ids.push(v.get().id);
+                held.push(v);
+            }
+            Err(_) => all_values = false,
+        }
+    }
+    Ok((n, all_values))
 }
 
 /// The first non-finite node a layer built, as `detect_anomaly` reports it.

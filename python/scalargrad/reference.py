@@ -473,9 +473,11 @@ def _operand(op: str, x: Any) -> Optional[Value]:
     return None if c is None else _leaf(c)
 
 
-def _compare_operand(x: Any) -> Optional[float]:
+def _compare_operand(x: Any) -> Any:
     if isinstance(x, Value):
         return x._data
+    if isinstance(x, int):
+        return x  # compared exactly, as Python compares a float with an int
     if isinstance(x, (str, bytes)):
         return None
     try:
