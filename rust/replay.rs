@@ -10,7 +10,11 @@ use crate::ops::{self, Op};
 /// by one reference so the graph outlives the handles that built it.
 pub struct Tape {
     order: Vec<NodeId>,
+    compiled: Option<Compiled>,
 }
+
+/// Tapes up to this many nodes are also compiled for `run` (about 40 bytes a node).
+pub const COMPILE_LIMIT: usize = 1 << 20;
 
 impl Tape {
     /// Records the graph under `root` (which must be live).
@@ -19,7 +23,21 @@ impl Tape {
         for &id in &order {
             ar.incref(id);
         }
-        Tape { order }
+        let compiled = (order.len() <= COMPILE_LIMIT).then(|| Compiled::new(ar, &order));
+        Tape { order, compiled }
+    }
+
+    /// `zero_grad`, `forward` and `backward` in one pass over the compiled tape:
+    /// the same float operations in the same order, so the same bits. Returns
+    /// false (and does nothing) for a tape too large to have been compiled.
+    pub fn run_compiled(&self, ar: &mut Arena) -> bool {
+        match &self.compiled {
+            Some(c) => {
+                c.run(ar);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The recorded nodes in processing order (root first).
@@ -63,6 +81,126 @@ impl Tape {
     pub fn release(self, ar: &mut Arena) {
         for &id in &self.order {
             ar.decref(id);
+        }
+    }
+}
+
+/// One node of a compiled tape: its op, its slot, and its operands' slots (for an
+/// n-ary op, `a` and `b` delimit its operands in `Compiled::args`).
+struct Instr {
+    op: Op,
+    out: u32,
+    a: u32,
+    b: u32,
+    c: [f64; 2],
+}
+
+/// A tape renumbered densely, operands first: a run gathers the leaves' values,
+/// computes forward and backward over contiguous arrays, and writes every node's
+/// value and gradient back to the arena.
+struct Compiled {
+    /// Arena id of each slot, in forward order (the root last).
+    ids: Vec<NodeId>,
+    /// Slots of the leaves.
+    leaves: Vec<u32>,
+    /// The other nodes, in forward order.
+    code: Vec<Instr>,
+    args: Vec<u32>,
+}
+
+impl Compiled {
+    fn new(ar: &Arena, order: &[NodeId]) -> Compiled {
+        let ids: Vec<NodeId> = order.iter().rev().copied().collect();
+        let mut slot = rustc_hash::FxHashMap::default();
+        slot.reserve(ids.len());
+        for (k, &id) in ids.iter().enumerate() {
+            slot.insert(id, k as u32);
+        }
+        let (mut leaves, mut code, mut args) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, &id) in ids.iter().enumerate() {
+            let op = ar.op(id);
+            let (a, b) = match op {
+                Op::Leaf | Op::Free => {
+                    leaves.push(k as u32);
+                    continue;
+                }
+                Op::Sum | Op::Dot => {
+                    let start = args.len() as u32;
+                    args.extend((0..ar.n_operands(id)).map(|j| slot[&ar.operand(id, j)]));
+                    (start, args.len() as u32)
+                }
+                _ if op.is_binary() => (slot[&ar.operand(id, 0)], slot[&ar.operand(id, 1)]),
+                _ => (slot[&ar.operand(id, 0)], 0),
+            };
+            code.push(Instr {
+                op,
+                out: k as u32,
+                a,
+                b,
+                c: ar.consts(id),
+            });
+        }
+        Compiled {
+            ids,
+            leaves,
+            code,
+            args,
+        }
+    }
+
+    fn run(&self, ar: &mut Arena) {
+        let n = self.ids.len();
+        let mut data = vec![0.0; n];
+        for &k in &self.leaves {
+            data[k as usize] = ar.data[self.ids[k as usize] as usize];
+        }
+        for ins in &self.code {
+            let (a, b) = (ins.a as usize, ins.b as usize);
+            data[ins.out as usize] = match ins.op {
+                Op::Sum => ops::sum(self.args[a..b].iter().map(|&x| data[x as usize])),
+                Op::Dot => {
+                    let (ws, xs) = self.args[a..b].split_at((b - a) / 2);
+                    ops::dot(
+                        ws.iter()
+                            .zip(xs)
+                            .map(|(&w, &x)| (data[w as usize], data[x as usize])),
+                    )
+                }
+                op if op.is_binary() => ops::binary(op, data[a], data[b]),
+                op => ops::unary(op, data[a], ins.c),
+            };
+        }
+        // Backward, as `backward::backprop` does it, node by node from the root.
+        let mut grad = vec![0.0; n];
+        grad[n - 1] = 1.0;
+        for ins in self.code.iter().rev() {
+            let (a, b) = (ins.a as usize, ins.b as usize);
+            let (g, out) = (grad[ins.out as usize], data[ins.out as usize]);
+            match ins.op {
+                Op::Sum => {
+                    for &x in &self.args[a..b] {
+                        grad[x as usize] += g;
+                    }
+                }
+                Op::Dot => {
+                    let (ws, xs) = self.args[a..b].split_at((b - a) / 2);
+                    for (&w, &x) in ws.iter().zip(xs) {
+                        let (w, x) = (w as usize, x as usize);
+                        grad[w] += g * data[x];
+                        grad[x] += g * data[w];
+                    }
+                }
+                op if op.is_binary() => {
+                    let (ga, gb) = ops::binary_grad(op, g, data[a], data[b], out);
+                    grad[a] += ga;
+                    grad[b] += gb;
+                }
+                op => grad[a] += ops::unary_grad(op, g, data[a], out, ins.c),
+            }
+        }
+        for ((&id, &d), &g) in self.ids.iter().zip(&data).zip(&grad) {
+            ar.data[id as usize] = d;
+            ar.grad[id as usize] = g;
         }
     }
 }

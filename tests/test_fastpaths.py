@@ -3,6 +3,8 @@ as the eager path, on both backends."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scalargrad
@@ -229,3 +231,14 @@ def test_mini_batch_replay_equals_rebuilding(backend, monkeypatch, loss):
     assert len(tapes) == 2
     assert runs[None] == runs[False]
     assert runs[None][0][-1] < runs[None][0][0]  # it trains
+
+
+def test_tape_run_checks_anomalies_when_asked(backend):
+    w = backend.Value(1.0, label="w")
+    tape = backend.Tape(w.log() * 2.0)
+    w.data = 0.0
+    assert tape.run() == -math.inf  # not checked: IEEE results, as eagerly
+    with scalargrad.detect_anomaly(), pytest.raises(FloatingPointError, match="log"):
+        tape.run()
+    w.data = math.e
+    assert tape.run() == 2.0 and w.grad == 2.0 / math.e
