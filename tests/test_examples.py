@@ -185,6 +185,37 @@ def test_cli_rejects_bad_arguments():
     assert r.returncode == 2 and "--epochs" in r.stderr
 
 
+def test_cli_bench_quick_json(tmp_path):
+    """`scalargrad bench --quick` on the quick workloads: both backends measured side
+    by side, every ratio consistent with the two figures it compares."""
+    import json
+
+    out = tmp_path / "bench.json"
+    args = ["bench", "--quick", "ops", "deep", "memory", "--json", str(out)]
+    r = _run([sys.executable, "-m", "scalargrad", *args], "")
+    assert r.returncode == 0, r.stderr
+    assert "ratios are measured in this run" in r.stdout
+    rows = json.loads(out.read_text())
+    assert {r["workload"] for r in rows} == {"ops", "deep", "memory"}
+    for metric in ("a*b", "a+1.0", "a.relu()", "a.tanh()", "backward nodes/s"):
+        got = {r["engine"]: r for r in rows if r["workload"] == "ops" and r["metric"] == metric}
+        assert {"rust", "reference"} <= set(got), metric
+        assert all(r["value"] > 0 for r in got.values())
+        ref = got["reference"]
+        want = ref["value"] / got["rust"]["value"]
+        if ref["unit"] != "s":
+            want = 1 / want
+        assert ref["baseline"] == "rust" and ref["vs_baseline"] == pytest.approx(want)
+    per_node = [r for r in rows if r["metric"] == "arena bytes per node"]
+    assert per_node and 0 < per_node[0]["value"] <= 48
+    assert all(r["value"] < 2 for r in rows if r["metric"].startswith("RSS growth"))
+
+
+def test_cli_bench_rejects_unknown_workload():
+    r = _run([sys.executable, "-m", "scalargrad", "bench", "warp-speed"], "")
+    assert r.returncode == 2 and "unknown workload 'warp-speed'" in r.stderr
+
+
 def test_quickstart_example():
     r = _run([sys.executable, str(ROOT / "examples" / "quickstart.py")], "")
     assert r.returncode == 0, r.stderr

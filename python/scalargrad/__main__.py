@@ -69,7 +69,13 @@ def demo(out: Path, backend: str, epochs: int, progress: bool, seed: int) -> int
 
 def bench(names: list, quick: bool, json_path: Optional[Path], parser) -> int:
     import json
+    import os
     import platform
+
+    # NumPy's BLAS only makes the dataset here; its idle worker threads would
+    # otherwise spin on the core the engines are measured on.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
     from scalargrad import bench as benchmarks
 

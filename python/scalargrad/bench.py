@@ -10,6 +10,7 @@ Run ``scalargrad bench`` (or ``python benches/run.py``); ``--quick`` for a short
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import importlib
 import math
@@ -92,7 +93,16 @@ def micrograd_mlp(Value: type, seed: int = 1337) -> Any:
     return MLP(2, [16, 16, 1])
 
 
+def _settle() -> None:
+    """Collects whatever garbage earlier measurements left (micrograd's graphs are
+    reference cycles, freed only by the collector), so that none of its cost falls
+    on the engine measured next."""
+    gc.collect()
+
+
+@functools.cache
 def _moons() -> tuple[list[list[float]], list[int]]:
+    """The demo's 100 moons (made once; callers only read them)."""
     from scalargrad.datasets import moons
 
     X, y = moons(n_samples=100, noise=0.1, seed=1)
@@ -100,12 +110,14 @@ def _moons() -> tuple[list[list[float]], list[int]]:
 
 
 def moons_eager_step_time(Value: type, steps: int) -> float:
-    """Median seconds per step of micrograd's demo loop (GC on, as users run it)."""
+    """Median seconds per step of micrograd's demo loop (GC on, as users run it)
+    over ``steps`` steps after one untimed warm-up step."""
+    _settle()
     X, y = _moons()
     model = micrograd_mlp(Value)
     params = model.parameters()
     times = []
-    for k in range(steps):
+    for k in range(steps + 1):
         t = time.perf_counter()
         inputs = [list(map(Value, row)) for row in X]
         scores = list(map(model, inputs))
@@ -120,15 +132,13 @@ def moons_eager_step_time(Value: type, steps: int) -> float:
         for p in params:
             p.data -= lr * p.grad
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(times[1:])
 
 
 def moons_eager(quick: bool) -> list[Row]:
     rows = []
     for name, V in engines().items():
-        steps = 2 if name == "micrograd" and quick else (3 if quick else 10)
-        if name == "micrograd" and not quick:
-            steps = 5
+        steps = 3 if quick else {"rust": 20, "reference": 6}.get(name, 4)
         t = moons_eager_step_time(V, steps)
         rows.append(_row("moons-eager", name, "time per step", t, "s"))
     return _ratios(rows, baseline="rust")
@@ -137,20 +147,28 @@ def moons_eager(quick: bool) -> list[Row]:
 # ---- 2. moons-fast: scalargrad.fit (fused layers, replay) against eager and torch -----
 
 
-def moons_fit_step_time(backend: str, epochs: int = 100) -> tuple[float, float]:
-    """(seconds per epoch, final accuracy) of ``fit`` on the moons, micrograd's recipe."""
+def moons_fit_step_time(backend: str, epochs: int = 100, repeats: int = 1) -> tuple[float, float]:
+    """(seconds per epoch, final accuracy) of ``fit`` on the moons, micrograd's recipe:
+    the median over ``repeats`` whole runs (each from a fresh model, the first epoch
+    that records the graph included)."""
     from scalargrad.nn import MLP
     from scalargrad.train import fit_like_micrograd
 
     X, y = _moons()
-    model = MLP(2, [16, 16, 1], seed=1337, backend=backend)
-    t = time.perf_counter()
-    hist = fit_like_micrograd(model, X, y, epochs=epochs)
-    return (time.perf_counter() - t) / epochs, hist.accuracy[-1]
+    times, acc = [], math.nan
+    for _ in range(repeats):
+        _settle()
+        model = MLP(2, [16, 16, 1], seed=1337, backend=backend)
+        t = time.perf_counter()
+        hist = fit_like_micrograd(model, X, y, epochs=epochs)
+        times.append((time.perf_counter() - t) / epochs)
+        acc = hist.accuracy[-1]
+    return statistics.median(times), acc
 
 
-def torch_step_time(epochs: int = 100) -> Optional[tuple[float, float]]:
-    """The same model and recipe in PyTorch (CPU, float64), if installed."""
+def torch_step_time(epochs: int = 100, repeats: int = 1) -> Optional[tuple[float, float]]:
+    """The same model and recipe in PyTorch (CPU, float64, one thread), if installed:
+    the median over ``repeats`` whole runs, as for ``fit``."""
     try:
         import torch
     except ImportError:
@@ -159,41 +177,45 @@ def torch_step_time(epochs: int = 100) -> Optional[tuple[float, float]]:
     X, y = _moons()
     Xt = torch.tensor(X, dtype=torch.float64)
     yt = torch.tensor(y, dtype=torch.float64)
-    torch.manual_seed(1337)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(2, 16),
-        torch.nn.ReLU(),
-        torch.nn.Linear(16, 16),
-        torch.nn.ReLU(),
-        torch.nn.Linear(16, 1),
-    ).double()
-    opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    t = time.perf_counter()
-    for k in range(epochs):
-        for g in opt.param_groups:
-            g["lr"] = 1.0 - 0.9 * k / 100
-        scores = model(Xt).squeeze(1)
-        loss = torch.relu(1 - yt * scores).mean()
-        loss = loss + 1e-4 * sum((p * p).sum() for p in model.parameters())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    dt = (time.perf_counter() - t) / epochs
-    acc = float(((model(Xt).squeeze(1) > 0) == (yt > 0)).double().mean())
-    return dt, acc
+    times, acc = [], math.nan
+    for _ in range(repeats):
+        _settle()
+        torch.manual_seed(1337)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(2, 16),
+            torch.nn.ReLU(),
+            torch.nn.Linear(16, 16),
+            torch.nn.ReLU(),
+            torch.nn.Linear(16, 1),
+        ).double()
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        t = time.perf_counter()
+        for k in range(epochs):
+            for g in opt.param_groups:
+                g["lr"] = 1.0 - 0.9 * k / 100
+            scores = model(Xt).squeeze(1)
+            loss = torch.relu(1 - yt * scores).mean()
+            loss = loss + 1e-4 * sum((p * p).sum() for p in model.parameters())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        times.append((time.perf_counter() - t) / epochs)
+        acc = float(((model(Xt).squeeze(1) > 0) == (yt > 0)).double().mean())
+    return statistics.median(times), acc
 
 
 def moons_fast(quick: bool) -> list[Row]:
     rows = []
     for name in scalargrad.BACKENDS:
-        t, acc = moons_fit_step_time(name)
+        repeats = 1 if quick else (7 if name == "rust" else 3)
+        t, acc = moons_fit_step_time(name, repeats=repeats)
         rows.append(_row("moons-fast", f"{name} fit", "time per step", t, "s", accuracy=acc))
-    eager = moons_eager_step_time(scalargrad.backend_module("rust").Value, 3 if quick else 10)
+    eager = moons_eager_step_time(scalargrad.backend_module("rust").Value, 3 if quick else 20)
     rows.append(_row("moons-fast", "rust eager", "time per step", eager, "s"))
     if "micrograd" in engines():
-        t = moons_eager_step_time(engines()["micrograd"], 2 if quick else 5)
+        t = moons_eager_step_time(engines()["micrograd"], 2 if quick else 4)
         rows.append(_row("moons-fast", "micrograd", "time per step", t, "s"))
-    tt = torch_step_time()
+    tt = torch_step_time(repeats=1 if quick else 7)
     if tt is not None:
         rows.append(_row("moons-fast", "torch", "time per step", tt[0], "s", accuracy=tt[1]))
     return _ratios(rows, baseline="rust fit")
@@ -206,6 +228,7 @@ def ops(quick: bool) -> list[Row]:
     rows = []
     n = 50_000 if quick else 200_000
     for name, V in engines().items():
+        _settle()
         env = {"a": V(1.5), "b": V(2.5)}
         for stmt in ("a*b", "a+1.0", "a.relu()", "a.tanh()"):
             if not hasattr(env["a"], stmt[2:-2]) and stmt.endswith("()"):
