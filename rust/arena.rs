@@ -447,6 +447,18 @@ impl Arena {
             self.rc[id as usize] += 1;
         }
         let result = self.alloc(Op::Dot, out, slot, ids.len() as u32);
+        self.keep_edges(slot, ids, result)
+    }
+
+    /// Puts the operand list `ids` (each holding a reference) in edge slot `slot`
+    /// for the node `result`; if the node could not be made, releases them and the
+    /// slot instead.
+    fn keep_edges(
+        &mut self,
+        slot: u32,
+        mut ids: Vec<NodeId>,
+        result: Result<NodeId, ArenaError>,
+    ) -> Result<NodeId, ArenaError> {
         if result.is_err() {
             for &id in &ids {
                 self.decref(id);
@@ -487,15 +499,7 @@ impl Arena {
         }
         let n = ids.len() as u32;
         let result = built.and_then(|()| self.alloc(op, out, slot, n));
-        if result.is_err() {
-            for &id in &ids {
-                self.decref(id);
-            }
-            ids.clear();
-            self.edges_free.push(slot);
-        }
-        self.edges[slot as usize] = ids;
-        result
+        self.keep_edges(slot, ids, result)
     }
 
     // ---- reference counts and freeing --------------------------------------
