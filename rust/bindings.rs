@@ -99,7 +99,7 @@ const SIGNAL_CHUNK: usize = 1 << 20;
 /// >>> b.backward()
 /// >>> a.grad
 /// 4.0
-#[pyclass(frozen, name = "Value", module = "scalargrad._core")]
+#[pyclass(frozen, freelist = 4096, name = "Value", module = "scalargrad._core")]
 pub struct Value {
     id: NodeId,
     /// Whether this object is the node's canonical handle, the one `_prev` hands
