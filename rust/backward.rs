@@ -25,22 +25,44 @@ pub fn order(ar: &mut Arena, root: NodeId) -> Vec<NodeId> {
     }
     let epoch = ar.epoch;
     let mut post = Vec::new();
-    // Frames hold (node, next operand, operand count), so a node's op is read once.
-    let mut stack: Vec<(NodeId, u32, u32)> = vec![(root, 0, ar.n_operands(root) as u32)];
-    ar.mark[root as usize] = epoch;
-    while let Some(top) = stack.last_mut() {
-        let (id, k, n) = *top;
-        if k < n {
-            top.1 += 1;
-            let child = ar.operand(id, k as usize);
-            let m = &mut ar.mark[child as usize];
-            if *m != epoch {
-                *m = epoch;
-                stack.push((child, 0, ar.n_operands(child) as u32));
-            }
-        } else {
-            stack.pop();
+    // A stack of nodes to visit and, flagged, nodes to emit once their operands are
+    // done. Operands are pushed last-first, so the first is walked first; a node is
+    // marked when visited, and a copy still on the stack from another parent is
+    // then skipped, as the recursive walk skips a visited operand.
+    const EMIT: u64 = 1 << 32;
+    let mut stack: Vec<u64> = vec![root as u64];
+    while let Some(top) = stack.pop() {
+        let id = top as NodeId;
+        if top & EMIT != 0 {
             post.push(id);
+            continue;
+        }
+        let i = id as usize;
+        if ar.mark[i] == epoch {
+            continue;
+        }
+        ar.mark[i] = epoch;
+        let op = ar.op[i];
+        if matches!(op, Op::Leaf | Op::Free) {
+            post.push(id);
+            continue;
+        }
+        stack.push(top | EMIT);
+        let Arena {
+            mark, edges, a, b, ..
+        } = &*ar;
+        let mut visit = |x: NodeId| {
+            if mark[x as usize] != epoch {
+                stack.push(x as u64);
+            }
+        };
+        if op.is_nary() {
+            edges[a[i] as usize].iter().rev().for_each(|&x| visit(x));
+        } else if op.is_binary() {
+            visit(b[i]);
+            visit(a[i]);
+        } else {
+            visit(a[i]);
         }
     }
     post.reverse();

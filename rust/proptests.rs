@@ -7,8 +7,9 @@
 //!    held handles, each with the reference count the model predicts (handles plus
 //!    uses as an operand), with the operands the model recorded. At the end every
 //!    handle is dropped and the arena must be empty.
-//!    `compiled_run_matches_node_by_node`: on those graphs, a compiled replay gives
-//!    every node the bits a node-by-node replay gives.
+//!    `compiled_run_matches_node_by_node`: on those graphs, the backward order is
+//!    micrograd's recursive `build_topo` reversed, and a compiled replay gives every
+//!    node the bits a node-by-node replay gives.
 //! 2. `tree_backward_matches_recursive_reference`: on tree-shaped graphs (no node
 //!    used twice) the iterative backward gives, bit for bit, what a recursive
 //!    implementation of the op table of DESIGN.md section 4 gives.
@@ -374,6 +375,19 @@ proptest! {
             m.check(&ar);
         }
         if let Some(root) = m.pick(pick) {
+            // The order is micrograd's recursive build_topo, reversed.
+            fn topo(ar: &Arena, id: NodeId, seen: &mut HashSet<NodeId>, out: &mut Vec<NodeId>) {
+                if seen.insert(id) {
+                    for x in ar.operands(id) {
+                        topo(ar, x, seen, out);
+                    }
+                    out.push(id);
+                }
+            }
+            let mut want = Vec::new();
+            topo(&ar, root, &mut HashSet::new(), &mut want);
+            want.reverse();
+            prop_assert_eq!(backward::order(&mut ar, root), want);
             let tape = crate::replay::Tape::record(&mut ar, root);
             let leaves: Vec<NodeId> =
                 tape.order().iter().copied().filter(|&id| ar.op(id) == Op::Leaf).collect();
