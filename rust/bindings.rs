@@ -22,7 +22,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 static ARENA: GilCell<Arena> = GilCell::new(Arena::new());
 
@@ -99,7 +99,7 @@ const SIGNAL_CHUNK: usize = 1 << 20;
 /// >>> b.backward()
 /// >>> a.grad
 /// 4.0
-#[pyclass(frozen, freelist = 4096, name = "Value", module = "scalargrad._core")]
+#[pyclass(frozen, name = "Value", module = "scalargrad._core")]
 pub struct Value {
     id: NodeId,
     /// Whether this object is the node's canonical handle, the one `_prev` hands
@@ -1337,9 +1337,79 @@ fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
+// ---- recycling Value handles ----------------------------------------------------
+//
+// Every op makes a Value handle and most are dropped soon after, so handles are
+// recycled through a free list of their own, installed as the type's `tp_alloc` and
+// `tp_free`. CPython calls both with the GIL held, so the list is a `GilCell` and
+// costs no lock (PyO3's `freelist` option takes a mutex on every call). A recycled
+// handle is set up as `PyType_GenericAlloc` would set it up, except that it is not
+// tracked by the cyclic collector, which `wrap` undoes anyway.
+
+struct FreeHandles(Vec<*mut ffi::PyObject>);
+
+// SAFETY: the pointers are only touched from tp_alloc and tp_free, with the GIL held.
+unsafe impl Send for FreeHandles {}
+
+static FREE_HANDLES: GilCell<FreeHandles> = GilCell::new(FreeHandles(Vec::new()));
+static VALUE_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
+const FREE_HANDLES_MAX: usize = 4096;
+
+unsafe extern "C" fn value_alloc(
+    subtype: *mut ffi::PyTypeObject,
+    nitems: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    if nitems == 0 && std::ptr::eq(subtype, VALUE_TYPE.load(Ordering::Relaxed)) {
+        if let Some(obj) = FREE_HANDLES.lock().0.pop() {
+            // SAFETY: `obj` is the memory of a deallocated Value, as tp_alloc made it
+            // (GC header included); this sets its type (taking a reference to the
+            // heap type, which tp_dealloc gave back) and a reference count of 1.
+            unsafe { ffi::PyObject_Init(obj, subtype) };
+            return obj;
+        }
+    }
+    // SAFETY: the default tp_alloc of a GC heap type.
+    unsafe { ffi::PyType_GenericAlloc(subtype, nitems) }
+}
+
+unsafe extern "C" fn value_free(obj: *mut std::ffi::c_void) {
+    let obj = obj.cast::<ffi::PyObject>();
+    // SAFETY: CPython hands tp_free a deallocated object of this type; PyO3's
+    // tp_dealloc has already untracked it from the cyclic collector.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj) != 0 {
+            ffi::PyObject_GC_UnTrack(obj.cast());
+        }
+    }
+    {
+        let mut free = FREE_HANDLES.lock();
+        if free.0.len() < FREE_HANDLES_MAX {
+            free.0.push(obj);
+            return;
+        }
+    }
+    // SAFETY: the default tp_free of a GC type.
+    unsafe { ffi::PyObject_GC_Del(obj.cast()) }
+}
+
+/// Installs the free list on the `Value` type (once, at module initialisation).
+fn recycle_handles(py: Python<'_>) {
+    let tp = py.get_type::<Value>().as_type_ptr();
+    FREE_HANDLES.lock().0.reserve_exact(FREE_HANDLES_MAX);
+    VALUE_TYPE.store(tp, Ordering::Relaxed);
+    // SAFETY: the type is ready and has no instances yet; tp_alloc and tp_free are
+    // read on every allocation, not cached, and the two replacements keep the
+    // defaults' contract (zeroed fields are not needed: PyO3 writes them all).
+    unsafe {
+        (*tp).tp_alloc = Some(value_alloc);
+        (*tp).tp_free = Some(value_free);
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Value>()?;
+    recycle_handles(m.py());
     m.add_class::<Tape>()?;
     m.add_class::<ParamGroup>()?;
     m.add_function(wrap_pyfunction!(get_data, m)?)?;
