@@ -109,15 +109,16 @@ def _moons() -> tuple[list[list[float]], list[int]]:
     return X.tolist(), y.tolist()
 
 
-def moons_eager_step_time(Value: type, steps: int) -> float:
-    """Median seconds per step of micrograd's demo loop (GC on, as users run it)
-    over ``steps`` steps after one untimed warm-up step."""
-    _settle()
+def _eager_stepper(Value: type) -> Callable[[], float]:
+    """One step of micrograd's demo loop per call, on a model made once; returns the
+    seconds it took (GC on, as users run it)."""
     X, y = _moons()
     model = micrograd_mlp(Value)
     params = model.parameters()
-    times = []
-    for k in range(steps + 1):
+    k = 0
+
+    def step() -> float:
+        nonlocal k
         t = time.perf_counter()
         inputs = [list(map(Value, row)) for row in X]
         scores = list(map(model, inputs))
@@ -131,11 +132,26 @@ def moons_eager_step_time(Value: type, steps: int) -> float:
         lr = 1.0 - 0.9 * k / 100
         for p in params:
             p.data -= lr * p.grad
-        times.append(time.perf_counter() - t)
-    return statistics.median(times[1:])
+        k += 1
+        return time.perf_counter() - t
+
+    return step
+
+
+def moons_eager_step_time(Value: type, steps: int) -> float:
+    """Median seconds per step of micrograd's demo loop over ``steps`` steps, after
+    one untimed warm-up step."""
+    _settle()
+    step = _eager_stepper(Value)
+    step()
+    return statistics.median(step() for _ in range(steps))
 
 
 def moons_eager(quick: bool) -> list[Row]:
+    # Each engine runs its steps back to back, as users run the demo: its own
+    # garbage collections and warm caches are part of its figure. (Taking turns step
+    # by step was tried: it charges every engine with cold caches and moves the
+    # collection of micrograd's cyclic garbage out of its timings.)
     rows = []
     for name, V in engines().items():
         steps = 3 if quick else {"rust": 20, "reference": 6}.get(name, 4)
