@@ -265,6 +265,9 @@ impl Arena {
     /// Builds `a op b`; number operands become leaves, as in micrograd.
     pub fn binary(&mut self, op: Op, a: Operand, b: Operand) -> Result<NodeId, ArenaError> {
         debug_assert!(op.is_binary());
+        if let (Operand::Node(x), Operand::Node(y)) = (a, b) {
+            return self.binary_nodes(op, x, y); // the common case, without constants
+        }
         let out = self.peek_binary(op, a, b);
         // `resolve` checks that nodes are live; on an error, what was made is released.
         // A number `a` becomes a leaf, which may take a freed slot: `b` is checked
@@ -292,6 +295,20 @@ impl Arena {
                 Err(e)
             }
         }
+    }
+
+    /// `binary` over two nodes.
+    fn binary_nodes(&mut self, op: Op, x: NodeId, y: NodeId) -> Result<NodeId, ArenaError> {
+        for id in [x, y] {
+            if !self.is_live(id) {
+                return Err(ArenaError::Stale(id));
+            }
+        }
+        let out = ops::binary(op, self.data[x as usize], self.data[y as usize]);
+        let id = self.alloc(op, out, x, y)?;
+        self.rc[x as usize] += 1;
+        self.rc[y as usize] += 1;
+        Ok(id)
     }
 
     /// Builds a unary op over node `a`, with constants `c` for the ops that have them.

@@ -149,16 +149,7 @@ fn wrap(py: Python<'_>, id: NodeId) -> PyResult<Py<Value>> {
             registered: AtomicBool::new(false),
         },
     )?;
-    untrack(&v);
     Ok(v.unbind())
-}
-
-/// A `Value` holds no Python references, so the cyclic collector has nothing to
-/// find in it; keeping it out of the collector's lists keeps collections cheap.
-fn untrack(v: &Bound<'_, Value>) {
-    // SAFETY: `v` is a live object of a GC type; untracking an object that holds no
-    // references to other Python objects is always sound.
-    unsafe { ffi::PyObject_GC_UnTrack(v.as_ptr().cast()) }
 }
 
 /// Makes `v` its node's canonical handle if the node has none yet.
@@ -534,7 +525,6 @@ impl Value {
                     registered: AtomicBool::new(false),
                 },
             )?;
-            untrack(&v);
             let existing = {
                 let mut ar = ARENA.lock();
                 let h = ar.handle(k);
@@ -1342,9 +1332,10 @@ fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 // Every op makes a Value handle and most are dropped soon after, so handles are
 // recycled through a free list of their own, installed as the type's `tp_alloc` and
 // `tp_free`. CPython calls both with the GIL held, so the list is a `GilCell` and
-// costs no lock (PyO3's `freelist` option takes a mutex on every call). A recycled
-// handle is set up as `PyType_GenericAlloc` would set it up, except that it is not
-// tracked by the cyclic collector, which `wrap` undoes anyway.
+// costs no lock (PyO3's `freelist` option takes a mutex on every call). A handle is
+// set up as `PyType_GenericAlloc` sets it up, but never tracked by the cyclic
+// collector: a Value holds no Python references, so the collector has nothing to
+// find in it, and keeping the handles out of its lists keeps collections cheap.
 
 struct FreeHandles(Vec<*mut ffi::PyObject>);
 
@@ -1368,8 +1359,15 @@ unsafe extern "C" fn value_alloc(
             return obj;
         }
     }
-    // SAFETY: the default tp_alloc of a GC heap type.
-    unsafe { ffi::PyType_GenericAlloc(subtype, nitems) }
+    // SAFETY: the default tp_alloc of a GC heap type; untracking an object that
+    // holds no references to other Python objects is always sound.
+    unsafe {
+        let obj = ffi::PyType_GenericAlloc(subtype, nitems);
+        if !obj.is_null() {
+            ffi::PyObject_GC_UnTrack(obj.cast());
+        }
+        obj
+    }
 }
 
 unsafe extern "C" fn value_free(obj: *mut std::ffi::c_void) {

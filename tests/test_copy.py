@@ -50,3 +50,17 @@ def test_tape_is_not_picklable(backend):
 @pytest.fixture
 def name_backend(backend):
     return backend.Value._backend
+
+
+def test_rust_handles_stay_out_of_the_cyclic_collector():
+    import gc
+
+    from scalargrad import _core
+
+    a = _core.Value(1.0)
+    made = [a, a * 2.0, 3.0 - a, a.relu(), _core.sum([a, 1.0]), copy.copy(a), a.clamp(0, 1)]
+    made += list(made[1]._prev) + _core.layer([[a]], [_core.Value(0.0)], [2.0], "tanh")
+    assert not any(gc.is_tracked(v) for v in made)
+    del made
+    fresh = [_core.Value(float(i)) for i in range(5000)]  # past the handle free list
+    assert not any(gc.is_tracked(v) for v in fresh)
