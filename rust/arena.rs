@@ -231,22 +231,19 @@ impl Arena {
         self.alloc(Op::Leaf, data, NONE, NONE)
     }
 
+    /// The node for an operand: a number becomes a new leaf. Callers refuse stale
+    /// nodes first (`check_live`), before any number takes a slot: a new leaf may
+    /// reuse a freed slot, which a stale id would then name.
     fn resolve(&mut self, x: Operand) -> Result<NodeId, ArenaError> {
         match x {
-            Operand::Node(id) => {
-                if self.is_live(id) {
-                    Ok(id)
-                } else {
-                    Err(ArenaError::Stale(id))
-                }
-            }
+            Operand::Node(id) => Ok(id),
             Operand::Const(c) => self.leaf(c),
         }
     }
 
     fn value_of(&self, x: Operand) -> f64 {
         match x {
-            // A stale id reads NaN here and is refused by `resolve` before use.
+            // A stale id reads NaN here; building refuses it (`check_live`).
             Operand::Node(id) => self.data.get(id as usize).copied().unwrap_or(f64::NAN),
             Operand::Const(c) => c,
         }
@@ -265,18 +262,9 @@ impl Arena {
     /// Builds `a op b`; number operands become leaves, as in micrograd.
     pub fn binary(&mut self, op: Op, a: Operand, b: Operand) -> Result<NodeId, ArenaError> {
         debug_assert!(op.is_binary());
-        if let (Operand::Node(x), Operand::Node(y)) = (a, b) {
-            return self.binary_nodes(op, x, y); // the common case, without constants
-        }
+        self.check_live(&[a, b])?;
         let out = self.peek_binary(op, a, b);
-        // `resolve` checks that nodes are live; on an error, what was made is released.
-        // A number `a` becomes a leaf, which may take a freed slot: `b` is checked
-        // first so that a stale `b` cannot name that new leaf.
-        if let (Operand::Const(_), Operand::Node(id)) = (a, b) {
-            if !self.is_live(id) {
-                return Err(ArenaError::Stale(id));
-            }
-        }
+        // On an error (a full arena), what was made is released.
         let ia = self.resolve(a)?;
         self.rc[ia as usize] += 1;
         let ib = match self.resolve(b) {
@@ -295,20 +283,6 @@ impl Arena {
                 Err(e)
             }
         }
-    }
-
-    /// `binary` over two nodes.
-    fn binary_nodes(&mut self, op: Op, x: NodeId, y: NodeId) -> Result<NodeId, ArenaError> {
-        for id in [x, y] {
-            if !self.is_live(id) {
-                return Err(ArenaError::Stale(id));
-            }
-        }
-        let out = ops::binary(op, self.data[x as usize], self.data[y as usize]);
-        let id = self.alloc(op, out, x, y)?;
-        self.rc[x as usize] += 1;
-        self.rc[y as usize] += 1;
-        Ok(id)
     }
 
     /// Builds a unary op over node `a`, with constants `c` for the ops that have them.
