@@ -374,9 +374,6 @@ fn unary(slf: &Bound<'_, Value>, op: Op, c: [f64; 2]) -> PyResult<Py<Value>> {
 }
 
 fn number_arg(op: &str, what: &str, x: &Bound<'_, PyAny>) -> PyResult<f64> {
-    if let Ok(f) = x.cast_exact::<PyFloat>() {
-        return Ok(f.value()); // the common case, before the slower checks below
-    }
     if x.cast_exact::<Value>().is_ok() || other_backend(x) {
         return Err(PyTypeError::new_err(format!(
             "{op}: {what} must be a number, not a Value"
