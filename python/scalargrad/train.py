@@ -80,17 +80,6 @@ def _loss_fn(loss: Union[str, LossFn]) -> tuple[LossFn, Optional[str]]:
         raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}") from None
 
 
-def _correct(kind: Optional[str], out: Any, t: Any) -> Optional[bool]:
-    """Whether one prediction is right, for classification losses (None otherwise)."""
-    if kind in _THRESHOLDS:
-        o, th = _THRESHOLDS[kind]
-        return (float(out) > o) == (t > th)
-    if kind in ("softmax_cross_entropy", "cross_entropy"):
-        scores = [float(v) for v in out]
-        return scores.index(max(scores)) == int(t)
-    return None
-
-
 def _count(kind: Optional[str], outs: list, y: list) -> Optional[int]:
     """How many outputs are right, for classification losses (None otherwise)."""
     if kind not in _CLASSIFIERS:
@@ -98,12 +87,17 @@ def _count(kind: Optional[str], outs: list, y: list) -> Optional[int]:
     if outs and getattr(type(outs[0]), "_backend", None) is not None:
         outs = _backend_of(outs[0]).get_data(outs)  # one call instead of a float() each
     if kind in _THRESHOLDS:
-        # `_correct` for a binary classifier, over the whole batch at C speed.
+        # A binary classifier, over the whole batch at C speed.
         o, t = _THRESHOLDS[kind]
         return sum(
             map(operator.eq, map(operator.gt, outs, repeat(o)), map(operator.gt, y, repeat(t)))
         )
-    return sum(bool(_correct(kind, o, t)) for o, t in zip(outs, y))
+    # Softmax: right when the target's logit is the largest.
+    right = 0
+    for row, t in zip(outs, y):
+        scores = [float(v) for v in row]
+        right += scores.index(max(scores)) == int(t)
+    return right
 
 
 # Binary classifiers: right when (output > first) == (target > second).
