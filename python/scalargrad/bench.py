@@ -152,11 +152,9 @@ def moons_eager(quick: bool) -> list[Row]:
     # garbage collections and warm caches are part of its figure. (Taking turns step
     # by step was tried: it charges every engine with cold caches and moves the
     # collection of micrograd's cyclic garbage out of its timings.)
-    # Each engine's steps span a second or more, so that a slow spell of a shared
-    # machine (they come and go on that scale) moves the median less.
     rows = []
     for name, V in engines().items():
-        steps = 3 if quick else {"rust": 80, "reference": 6}.get(name, 4)
+        steps = 3 if quick else {"rust": 20, "reference": 6}.get(name, 4)
         t = moons_eager_step_time(V, steps)
         rows.append(_row("moons-eager", name, "time per step", t, "s"))
     return _ratios(rows, baseline="rust")
@@ -228,7 +226,7 @@ def moons_fast(quick: bool) -> list[Row]:
         repeats = 1 if quick else (7 if name == "rust" else 3)
         t, acc = moons_fit_step_time(name, repeats=repeats)
         rows.append(_row("moons-fast", f"{name} fit", "time per step", t, "s", accuracy=acc))
-    eager = moons_eager_step_time(scalargrad.backend_module("rust").Value, 3 if quick else 80)
+    eager = moons_eager_step_time(scalargrad.backend_module("rust").Value, 3 if quick else 20)
     rows.append(_row("moons-fast", "rust eager", "time per step", eager, "s"))
     if "micrograd" in engines():
         t = moons_eager_step_time(engines()["micrograd"], 2 if quick else 4)
