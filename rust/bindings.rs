@@ -24,6 +24,9 @@ use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTu
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
+#[path = "slots.rs"]
+mod slots;
+
 static ARENA: GilCell<Arena> = GilCell::new(Arena::new());
 
 /// The arena's lock. Every access happens with the GIL held (all entry points are
@@ -57,6 +60,16 @@ impl<T> GilCell<T> {
         );
         self.busy.store(true, Ordering::Relaxed);
         GilGuard { cell: self }
+    }
+
+    /// The guard, or `None` if the cell is in use (for paths that have a fallback).
+    #[inline]
+    fn try_lock(&self) -> Option<GilGuard<'_, T>> {
+        if self.busy.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.busy.store(true, Ordering::Relaxed);
+        Some(GilGuard { cell: self })
     }
 }
 
@@ -142,6 +155,9 @@ fn leaf_copy(py: Python<'_>, data: f64, grad: f64, label: &str) -> PyResult<Py<V
 
 /// Wraps a node that already holds one reference for its new handle.
 fn wrap(py: Python<'_>, id: NodeId) -> PyResult<Py<Value>> {
+    if slots::installed() {
+        return slots::wrap_raw(py, id);
+    }
     let v = Bound::new(
         py,
         Value {
@@ -1387,8 +1403,9 @@ unsafe extern "C" fn value_free(obj: *mut std::ffi::c_void) {
     unsafe { ffi::PyObject_GC_Del(obj.cast()) }
 }
 
-/// Installs the free list on the `Value` type (once, at module initialisation).
-fn recycle_handles(py: Python<'_>) {
+/// Installs the free list on the `Value` type (once, at module initialisation);
+/// returns the type.
+fn recycle_handles(py: Python<'_>) -> *mut ffi::PyTypeObject {
     let tp = py.get_type::<Value>().as_type_ptr();
     FREE_HANDLES.lock().0.reserve_exact(FREE_HANDLES_MAX);
     VALUE_TYPE.store(tp, Ordering::Relaxed);
@@ -1399,12 +1416,14 @@ fn recycle_handles(py: Python<'_>) {
         (*tp).tp_alloc = Some(value_alloc);
         (*tp).tp_free = Some(value_free);
     }
+    tp
 }
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Value>()?;
-    recycle_handles(m.py());
+    let tp = recycle_handles(m.py());
+    slots::install(m.py(), tp)?;
     m.add_class::<Tape>()?;
     m.add_class::<ParamGroup>()?;
     m.add_function(wrap_pyfunction!(get_data, m)?)?;

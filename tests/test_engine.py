@@ -266,6 +266,49 @@ def test_clamp_rejects_bad_bounds(V):
         V(0.0).clamp(math.nan, 1.0)
 
 
+OPERATORS = {
+    "+": ("__add__", "__radd__"),
+    "-": ("__sub__", "__rsub__"),
+    "*": ("__mul__", "__rmul__"),
+    "/": ("__truediv__", "__rtruediv__"),
+}
+# Operands of every kind the operators take: exact floats and ints (the rust
+# backend's fast slots), and what only its general path takes (bool, NumPy
+# scalars, ints that round when made floats).
+OPERANDS = [2.5, -0.0, 3, 0, True, np.float64(-1.5), np.int64(7), 2**53 + 1, -(2**60) - 1]
+
+
+def _node(v):
+    """A node's value, op and operand values, as text (so -0.0 differs from 0.0)."""
+    return repr((v.data, v._op, [p.data for p in v._prev]))
+
+
+@pytest.mark.parametrize("sym", list(OPERATORS))
+def test_operators_build_the_nodes_their_dunders_build(V, sym):
+    # `x + y` runs the type's number slot; `V.__add__(x, y)` runs the method the
+    # class defines. On the rust backend the first is a fast path for Values,
+    # floats and ints, the second its general path: both must build the same node,
+    # with the same gradients, and hand back the operand's own handle in `_prev`.
+    fwd, rev = OPERATORS[sym]
+    routes = [
+        (lambda a, c: eval(f"a {sym} c"), lambda a, c: getattr(V, fwd)(a, c), 0),
+        (lambda a, c: eval(f"c {sym} a"), lambda a, c: getattr(V, rev)(a, c), 1),
+    ]
+    for c in [*OPERANDS, V(-0.5)]:
+        for by_op, by_dunder, pos in routes:
+            results = []
+            for build in (by_op, by_dunder):
+                a = V(1.75)
+                out = build(a, c)
+                assert out._prev[pos] is a
+                out.backward()
+                results.append((_node(out), repr(a.grad)))
+            assert results[0] == results[1], (sym, c)
+    assert _node(-V(2.0)) == _node(V.__neg__(V(2.0)))
+    a = V(3.0)
+    assert _node(a * a) == _node(V.__mul__(a, a))
+
+
 def test_huge_int_is_value_error(V):
     with pytest.raises(ValueError, match="too large"):
         V(1.0) + 10**400
