@@ -32,7 +32,6 @@ pub enum ArenaError {
 /// Per-node arrays. `a` and `b` are the operands of unary and binary ops. For
 /// n-ary ops `a` indexes `edges` and `b` is the operand count; for ops with
 /// constants `b` indexes `consts`. On a free slot `a` links the free list.
-#[derive(Default)]
 pub struct Arena {
     pub data: Vec<f64>,
     pub grad: Vec<f64>,
@@ -45,7 +44,8 @@ pub struct Arena {
     pub(crate) epoch: u32,
     /// An opaque token for the node's canonical Python handle (0 when none).
     handle: Vec<usize>,
-    free_head: Option<NodeId>,
+    /// The first free slot (`NONE` when there is none); each links the next in `a`.
+    free_head: NodeId,
     live: usize,
     pub(crate) edges: Vec<Vec<NodeId>>,
     edges_free: Vec<u32>,
@@ -63,6 +63,12 @@ pub const BYTES_PER_NODE: usize = std::mem::size_of::<f64>() * 2
     + std::mem::size_of::<u32>() * 4
     + std::mem::size_of::<usize>();
 
+impl Default for Arena {
+    fn default() -> Self {
+        Arena::new()
+    }
+}
+
 impl Arena {
     /// An empty arena; `const` so the Python module can hold one in a static.
     pub const fn new() -> Self {
@@ -76,7 +82,7 @@ impl Arena {
             mark: Vec::new(),
             epoch: 0,
             handle: Vec::new(),
-            free_head: None,
+            free_head: NONE,
             live: 0,
             edges: Vec::new(),
             edges_free: Vec::new(),
@@ -195,26 +201,34 @@ impl Arena {
 
     /// Takes a slot from the free list or grows the arrays. The node starts with
     /// reference count 0; callers give it to an owner with `incref`.
+    #[inline(always)]
     fn alloc(&mut self, op: Op, data: f64, a: u32, b: u32) -> Result<NodeId, ArenaError> {
-        self.live += 1;
-        if let Some(id) = self.free_head {
-            let i = id as usize;
-            let next = self.a[i];
-            self.free_head = (next != NONE).then_some(next);
-            self.data[i] = data;
-            self.grad[i] = 0.0;
-            self.op[i] = op;
-            self.a[i] = a;
-            self.b[i] = b;
-            self.rc[i] = 0;
-            self.handle[i] = 0;
-            return Ok(id);
+        let id = self.free_head;
+        if id == NONE {
+            return self.grow(op, data, a, b);
         }
+        let i = id as usize;
+        self.free_head = self.a[i];
+        self.live += 1;
+        self.data[i] = data;
+        self.grad[i] = 0.0;
+        self.op[i] = op;
+        self.a[i] = a;
+        self.b[i] = b;
+        self.rc[i] = 0;
+        self.handle[i] = 0;
+        Ok(id)
+    }
+
+    /// `alloc` with no free slot: a new one at the end.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, op: Op, data: f64, a: u32, b: u32) -> Result<NodeId, ArenaError> {
         let id = self.data.len();
         if id >= NONE as usize {
-            self.live -= 1;
             return Err(ArenaError::Full);
         }
+        self.live += 1;
         self.data.push(data);
         self.grad.push(0.0);
         self.op.push(op);
@@ -260,29 +274,38 @@ impl Arena {
     }
 
     /// Builds `a op b`; number operands become leaves, as in micrograd.
+    #[inline]
     pub fn binary(&mut self, op: Op, a: Operand, b: Operand) -> Result<NodeId, ArenaError> {
         debug_assert!(op.is_binary());
         self.check_live(&[a, b])?;
         let out = self.peek_binary(op, a, b);
-        // On an error (a full arena), what was made is released.
         let ia = self.resolve(a)?;
-        self.rc[ia as usize] += 1;
         let ib = match self.resolve(b) {
             Ok(ib) => ib,
-            Err(e) => {
-                self.decref(ia);
-                return Err(e);
-            }
+            Err(e) => return Err(self.undo_leaves(e, &[(a, ia)])),
         };
-        self.rc[ib as usize] += 1;
         match self.alloc(op, out, ia, ib) {
-            Ok(id) => Ok(id),
-            Err(e) => {
-                self.decref(ia);
-                self.decref(ib);
-                Err(e)
+            Ok(id) => {
+                self.rc[ia as usize] += 1;
+                self.rc[ib as usize] += 1;
+                Ok(id)
+            }
+            Err(e) => Err(self.undo_leaves(e, &[(a, ia), (b, ib)])),
+        }
+    }
+
+    /// After a failed build: frees the leaves that number operands became (they
+    /// have no owner yet) and passes the error on.
+    #[cold]
+    #[inline(never)]
+    fn undo_leaves(&mut self, e: ArenaError, made: &[(Operand, NodeId)]) -> ArenaError {
+        for &(x, id) in made {
+            if let Operand::Const(_) = x {
+                self.incref(id);
+                self.decref(id);
             }
         }
+        e
     }
 
     /// Builds a unary op over node `a`, with constants `c` for the ops that have them.
@@ -512,6 +535,7 @@ impl Arena {
 
     /// Frees a node whose count reached zero and, iteratively, every operand whose
     /// count that brings to zero: a 10-million-deep chain frees without recursion.
+    #[inline(never)]
     fn free_from(&mut self, root: NodeId) {
         let mut work = std::mem::take(&mut self.work);
         let mut id = root;
@@ -546,8 +570,8 @@ impl Arena {
                 self.labels.remove(&id);
             }
             self.op[i] = Op::Free;
-            self.a[i] = self.free_head.unwrap_or(NONE);
-            self.free_head = Some(id);
+            self.a[i] = self.free_head;
+            self.free_head = id;
             self.live -= 1;
             match work.pop() {
                 Some(next) => id = next,
@@ -562,14 +586,21 @@ impl Arena {
     /// `decref` for an owner going away (a Python handle): when that empties the
     /// arena after a large graph, the memory goes back to the system instead of
     /// staying on the free list.
+    #[inline]
     pub fn release(&mut self, id: NodeId) {
         self.decref(id);
         if self.live == 0 && self.slots() > 1 << 16 {
-            *self = Arena {
-                epoch: self.epoch,
-                ..Arena::default()
-            };
+            self.reset();
         }
+    }
+
+    /// Gives the memory of an empty arena back.
+    #[cold]
+    fn reset(&mut self) {
+        *self = Arena {
+            epoch: self.epoch,
+            ..Arena::default()
+        };
     }
 }
 

@@ -1391,16 +1391,22 @@ unsafe extern "C" fn value_free(obj: *mut std::ffi::c_void) {
         if ffi::PyObject_GC_IsTracked(obj) != 0 {
             ffi::PyObject_GC_UnTrack(obj.cast());
         }
-    }
-    {
-        let mut free = FREE_HANDLES.lock();
-        if free.0.len() < FREE_HANDLES_MAX {
-            free.0.push(obj);
-            return;
+        if !keep_handle(obj) {
+            ffi::PyObject_GC_Del(obj.cast());
         }
     }
-    // SAFETY: the default tp_free of a GC type.
-    unsafe { ffi::PyObject_GC_Del(obj.cast()) }
+}
+
+/// Puts the memory of a dead, untracked handle on the free list; false when the
+/// list is full (the caller frees it).
+#[inline]
+fn keep_handle(obj: *mut ffi::PyObject) -> bool {
+    let mut free = FREE_HANDLES.lock();
+    if free.0.len() < FREE_HANDLES_MAX {
+        free.0.push(obj);
+        return true;
+    }
+    false
 }
 
 /// Installs the free list on the `Value` type (once, at module initialisation);

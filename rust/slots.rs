@@ -259,9 +259,13 @@ unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
             e.restore(py);
         }
     }
+    // SAFETY: the object is dead: its memory goes back to the free list of handles
+    // (it was never tracked by the collector: `value_alloc`), or to CPython.
     unsafe {
         let tp = ffi::Py_TYPE(obj);
-        super::value_free(obj.cast());
+        if !super::keep_handle(obj) {
+            ffi::PyObject_GC_Del(obj.cast());
+        }
         // Instances of a heap type hold a reference to it.
         ffi::Py_DECREF(tp.cast());
     }
