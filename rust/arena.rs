@@ -54,6 +54,8 @@ pub struct Arena {
     labels: FxHashMap<NodeId, Box<str>>,
     /// The work list of `free_from`, kept to avoid an allocation per freed node.
     work: Vec<NodeId>,
+    /// The stack of graph walks (`backward::order`), kept for the same reason.
+    pub(crate) walk: Vec<u64>,
 }
 
 /// Bytes the arena stores per node slot (the side tables of n-ary nodes, constants
@@ -90,6 +92,7 @@ impl Arena {
             consts_free: Vec::new(),
             labels: FxHashMap::with_hasher(rustc_hash::FxBuildHasher),
             work: Vec::new(),
+            walk: Vec::new(),
         }
     }
 
@@ -274,24 +277,47 @@ impl Arena {
     }
 
     /// Builds `a op b`; number operands become leaves, as in micrograd.
-    #[inline]
+    #[inline(always)]
     pub fn binary(&mut self, op: Op, a: Operand, b: Operand) -> Result<NodeId, ArenaError> {
+        match (a, b) {
+            (Operand::Node(x), Operand::Node(y)) => self.binary_nodes(op, x, y),
+            _ => self.binary_with_numbers(op, a, b),
+        }
+    }
+
+    /// `binary` over two nodes.
+    #[inline(always)]
+    pub fn binary_nodes(&mut self, op: Op, x: NodeId, y: NodeId) -> Result<NodeId, ArenaError> {
         debug_assert!(op.is_binary());
+        for id in [x, y] {
+            if !self.is_live(id) {
+                return Err(ArenaError::Stale(id));
+            }
+        }
+        let out = ops::binary(op, self.data[x as usize], self.data[y as usize]);
+        let id = self.alloc(op, out, x, y)?;
+        self.rc[x as usize] += 1;
+        self.rc[y as usize] += 1;
+        Ok(id)
+    }
+
+    /// `binary` with a number operand or two: each becomes a leaf, then the node is
+    /// built over the two nodes.
+    #[inline(never)]
+    fn binary_with_numbers(
+        &mut self,
+        op: Op,
+        a: Operand,
+        b: Operand,
+    ) -> Result<NodeId, ArenaError> {
         self.check_live(&[a, b])?;
-        let out = self.peek_binary(op, a, b);
         let ia = self.resolve(a)?;
         let ib = match self.resolve(b) {
             Ok(ib) => ib,
             Err(e) => return Err(self.undo_leaves(e, &[(a, ia)])),
         };
-        match self.alloc(op, out, ia, ib) {
-            Ok(id) => {
-                self.rc[ia as usize] += 1;
-                self.rc[ib as usize] += 1;
-                Ok(id)
-            }
-            Err(e) => Err(self.undo_leaves(e, &[(a, ia), (b, ib)])),
-        }
+        self.binary_nodes(op, ia, ib)
+            .map_err(|e| self.undo_leaves(e, &[(a, ia), (b, ib)]))
     }
 
     /// After a failed build: frees the leaves that number operands became (they

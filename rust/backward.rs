@@ -18,64 +18,87 @@ pub struct Anomaly {
 /// of an iterative depth-first walk that visits operands in operand order (the
 /// order micrograd's recursive `build_topo` gives, reversed). Root first.
 pub fn order(ar: &mut Arena, root: NodeId) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    order_into(ar, root, &mut out);
+    out
+}
+
+/// `order` into `post` (cleared first), so a caller can reuse its buffer.
+pub fn order_into(ar: &mut Arena, root: NodeId, post: &mut Vec<NodeId>) {
     ar.epoch = ar.epoch.wrapping_add(1);
     if ar.epoch == 0 {
         ar.mark.iter_mut().for_each(|m| *m = 0);
         ar.epoch = 1;
     }
     let epoch = ar.epoch;
-    let mut post = Vec::new();
+    post.clear();
     // A stack of nodes to visit and, flagged, nodes to emit once their operands are
-    // done. Operands are pushed last-first, so the first is walked first; a node is
-    // marked when visited, and a copy still on the stack from another parent is
-    // then skipped, as the recursive walk skips a visited operand.
+    // done. Operands are pushed last-first, so the first is walked first (straight
+    // away, without a trip through the stack); a node is marked when visited, and
+    // a copy still on the stack from another parent is then skipped, as the
+    // recursive walk skips a visited operand.
     const EMIT: u64 = 1 << 32;
-    let mut stack: Vec<u64> = vec![root as u64];
-    while let Some(top) = stack.pop() {
-        let id = top as NodeId;
-        if top & EMIT != 0 {
-            post.push(id);
-            continue;
-        }
+    let mut stack = std::mem::take(&mut ar.walk);
+    stack.clear();
+    let mut cur = root as u64;
+    loop {
+        let id = cur as NodeId;
         let i = id as usize;
-        if ar.mark[i] == epoch {
-            continue;
-        }
-        ar.mark[i] = epoch;
-        let op = ar.op[i];
-        if matches!(op, Op::Leaf | Op::Free) {
+        if cur & EMIT != 0 {
             post.push(id);
-            continue;
-        }
-        stack.push(top | EMIT);
-        let Arena {
-            mark, edges, a, b, ..
-        } = &*ar;
-        let mut visit = |x: NodeId| {
-            if mark[x as usize] != epoch {
-                stack.push(x as u64);
+        } else if ar.mark[i] != epoch {
+            ar.mark[i] = epoch;
+            let op = ar.op[i];
+            if matches!(op, Op::Leaf | Op::Free) {
+                post.push(id);
+            } else {
+                stack.push(cur | EMIT);
+                let Arena {
+                    mark, edges, a, b, ..
+                } = &*ar;
+                let mut visit = |x: NodeId| {
+                    if mark[x as usize] != epoch {
+                        stack.push(x as u64);
+                    }
+                };
+                let first = if op.is_nary() {
+                    let ids = &edges[a[i] as usize];
+                    ids.iter().skip(1).rev().for_each(|&x| visit(x));
+                    ids.first().copied()
+                } else {
+                    if op.is_binary() {
+                        visit(b[i]);
+                    }
+                    Some(a[i])
+                };
+                if let Some(x) = first.filter(|&x| mark[x as usize] != epoch) {
+                    cur = x as u64;
+                    continue;
+                }
             }
-        };
-        if op.is_nary() {
-            edges[a[i] as usize].iter().rev().for_each(|&x| visit(x));
-        } else if op.is_binary() {
-            visit(b[i]);
-            visit(a[i]);
-        } else {
-            visit(a[i]);
+        }
+        match stack.pop() {
+            Some(next) => cur = next,
+            None => break,
         }
     }
+    if stack.capacity() <= 1 << 20 {
+        ar.walk = stack; // keep the buffer for the next walk unless it is huge
+    }
     post.reverse();
-    post
 }
 
 /// Adds every node's contributions to its operands' gradients, in `order`.
 /// With `check`, stops at the first non-finite gradient it produces.
 pub fn sweep(ar: &mut Arena, order: &[NodeId], check: bool) -> Result<(), Anomaly> {
-    for &id in order {
-        backprop(ar, id);
-        if check {
+    if check {
+        for &id in order {
+            backprop(ar, id);
             check_node(ar, id)?;
+        }
+    } else {
+        for &id in order {
+            backprop(ar, id);
         }
     }
     Ok(())
@@ -104,7 +127,7 @@ fn check_node(ar: &Arena, id: NodeId) -> Result<(), Anomaly> {
 }
 
 /// One row of the op table, backward: the contributions of node `id` to its operands.
-#[inline]
+#[inline(always)]
 pub fn backprop(ar: &mut Arena, id: NodeId) {
     let i = id as usize;
     let op = ar.op[i];
@@ -112,12 +135,12 @@ pub fn backprop(ar: &mut Arena, id: NodeId) {
     let out = ar.data[i];
     match op {
         Op::Leaf | Op::Free => {}
-        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => {
-            let (a, b) = (ar.a[i] as usize, ar.b[i] as usize);
-            let (ga, gb) = ops::binary_grad(op, g, ar.data[a], ar.data[b], out);
-            ar.grad[a] += ga;
-            ar.grad[b] += gb;
-        }
+        // One arm per op, so each row of the table is straight-line code.
+        Op::Add => backprop_binary(ar, i, Op::Add, g, out),
+        Op::Sub => backprop_binary(ar, i, Op::Sub, g, out),
+        Op::Mul => backprop_binary(ar, i, Op::Mul, g, out),
+        Op::Div => backprop_binary(ar, i, Op::Div, g, out),
+        Op::Pow => backprop_binary(ar, i, Op::Pow, g, out),
         Op::Sum => {
             let Arena { edges, grad, .. } = ar;
             for &x in &edges[ar.a[i] as usize] {
@@ -146,6 +169,14 @@ pub fn backprop(ar: &mut Arena, id: NodeId) {
             ar.grad[a] += ops::unary_grad(op, g, ar.data[a], out, c);
         }
     }
+}
+
+#[inline(always)]
+fn backprop_binary(ar: &mut Arena, i: usize, op: Op, g: f64, out: f64) {
+    let (a, b) = (ar.a[i] as usize, ar.b[i] as usize);
+    let (ga, gb) = ops::binary_grad(op, g, ar.data[a], ar.data[b], out);
+    ar.grad[a] += ga;
+    ar.grad[b] += gb;
 }
 
 #[cfg(test)]

@@ -102,6 +102,10 @@ impl<T> std::ops::DerefMut for GilGuard<'_, T> {
 }
 static ANOMALY: AtomicBool = AtomicBool::new(false);
 
+/// The buffer of the last `backward()`'s order, reused by the next one.
+struct SpareOrder(Vec<NodeId>);
+static SPARE_ORDER: GilCell<SpareOrder> = GilCell::new(SpareOrder(Vec::new()));
+
 /// Nodes processed between checks for Ctrl-C during backward.
 const SIGNAL_CHUNK: usize = 1 << 20;
 
@@ -794,15 +798,19 @@ impl Value {
         let py = slf.py();
         let root = slf.get().id;
         let check = ANOMALY.load(Ordering::Relaxed);
-        let order = {
+        let mut order = std::mem::take(&mut SPARE_ORDER.lock().0);
+        {
             let mut ar = ARENA.lock();
-            let order = backward::order(&mut ar, root);
+            backward::order_into(&mut ar, root, &mut order);
             ar.grad[root as usize] = 1.0;
-            order
-        };
+        }
         // The root's handle keeps the whole graph alive, and nothing can change a
         // node's operands, so the order stays valid between chunks.
-        sweep_interruptibly(py, &order, check)
+        sweep_interruptibly(py, &order, check)?;
+        if order.capacity() <= 1 << 20 {
+            SPARE_ORDER.lock().0 = order; // for the next backward()
+        }
+        Ok(())
     }
 }
 

@@ -148,15 +148,34 @@ def moons_eager_step_time(Value: type, steps: int) -> float:
 
 
 def moons_eager(quick: bool) -> list[Row]:
-    # Each engine runs its steps back to back, as users run the demo: its own
-    # garbage collections and warm caches are part of its figure. (Taking turns step
-    # by step was tried: it charges every engine with cold caches and moves the
-    # collection of micrograd's cyclic garbage out of its timings.)
-    rows = []
-    for name, V in engines().items():
-        steps = 3 if quick else {"rust": 20, "reference": 6}.get(name, 4)
-        t = moons_eager_step_time(V, steps)
-        rows.append(_row("moons-eager", name, "time per step", t, "s"))
+    # rust and the reference take turns, a block of steps each per round, so both
+    # sample the same stretches of a shared machine's time (its slow spells last
+    # seconds, longer than one engine's whole run); neither makes cyclic garbage,
+    # so neither's turn leaves work for the other's. micrograd's graphs are cycles
+    # freed by the collector: it runs its steps back to back, as users run the
+    # demo, so that its collections are part of its figure, and then the garbage
+    # is collected before anything else is timed. (Taking turns step by step was
+    # tried: it charges every engine with cold caches.)
+    rounds = 2 if quick else 7
+    blocks = {"rust": 2 if quick else 5, "reference": 1}
+    times: dict[str, list[float]] = {name: [] for name in blocks}
+    steppers = {}
+    for name in blocks:
+        steppers[name] = _eager_stepper(scalargrad.backend_module(name).Value)
+        steppers[name]()  # warm-up
+    for _ in range(rounds):
+        for name, n in blocks.items():
+            _settle()
+            block = [steppers[name]() for _ in range(n)]
+            times[name].append(statistics.median(block))
+    rows = [
+        _row("moons-eager", name, "time per step", statistics.median(ts), "s")
+        for name, ts in times.items()
+    ]
+    if "micrograd" in engines():
+        t = moons_eager_step_time(engines()["micrograd"], 3 if quick else 4)
+        rows.append(_row("moons-eager", "micrograd", "time per step", t, "s"))
+        _settle()
     return _ratios(rows, baseline="rust")
 
 
