@@ -34,7 +34,8 @@ static ARENA: GilCell<Arena> = GilCell::new(Arena::new());
 /// serialises them and a mutex would only add two atomic read-modify-writes per
 /// op. The `busy` flag turns the one remaining hazard, re-entry from code run
 /// while the arena is borrowed, into a panic (a Python exception) instead of
-/// aliased `&mut`. The wheel is abi3, which free-threaded Python cannot load.
+/// aliased `&mut`. The module declares that it needs the GIL (`gil_used`), and
+/// does not build for free-threaded Python at all.
 struct GilCell<T> {
     busy: AtomicBool,
     value: UnsafeCell<T>,
@@ -471,7 +472,10 @@ impl Value {
         let label = label.cast::<PyString>().map_err(|_| {
             PyTypeError::new_err(format!("label must be a str, got {}", type_name(label)))
         })?;
-        ARENA.lock().set_label(self.id, &label.to_cow()?);
+        // Converted before the arena is borrowed: a failed conversion makes an
+        // exception object, which may run the collector and free other Values.
+        let label = label.to_cow()?;
+        ARENA.lock().set_label(self.id, &label);
         Ok(())
     }
 
@@ -1433,7 +1437,11 @@ fn recycle_handles(py: Python<'_>) -> *mut ffi::PyTypeObject {
     tp
 }
 
-#[pymodule]
+// Every arena access relies on the GIL for mutual exclusion (see `GilCell`).
+#[cfg(Py_GIL_DISABLED)]
+compile_error!("scalargrad._core needs the GIL; free-threaded Python is not supported");
+
+#[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Value>()?;
     let tp = recycle_handles(m.py());

@@ -247,17 +247,26 @@ unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
         std::ptr::drop_in_place(obj.cast::<u8>().add(o.offset).cast::<Value>());
     }));
     if dropped.is_err() {
-        // SAFETY: the GIL is held. An exception being raised (this may run while
-        // one unwinds) is kept and put back.
-        let py = unsafe { Python::assume_attached() };
-        let raised = PyErr::take(py);
-        pyo3::exceptions::PyRuntimeError::new_err(
-            "scalargrad: internal error while freeing a Value (its node is leaked)",
-        )
-        .write_unraisable(py, None);
-        if let Some(e) = raised {
-            e.restore(py);
+        // A bug (the arena was in use): the node may still name this object as its
+        // handle, so the object is leaked with its node rather than reused. Any
+        // exception being raised (this may run while one unwinds) is kept.
+        // SAFETY: the GIL is held.
+        unsafe {
+            let (mut t, mut v, mut tb) = (
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            ffi::PyErr_Fetch(&mut t, &mut v, &mut tb);
+            ffi::PyErr_SetString(
+                ffi::PyExc_RuntimeError,
+                c"scalargrad: a Value was freed while the arena was in use; its node is leaked"
+                    .as_ptr(),
+            );
+            ffi::PyErr_WriteUnraisable(std::ptr::null_mut());
+            ffi::PyErr_Restore(t, v, tb);
         }
+        return;
     }
     // SAFETY: the object is dead: its memory goes back to the free list of handles
     // (it was never tracked by the collector: `value_alloc`), or to CPython.
@@ -283,7 +292,9 @@ pub(super) fn install(py: Python<'_>, tp: *mut ffi::PyTypeObject) -> PyResult<()
     unsafe {
         let basic = (*tp).tp_basicsize as usize;
         let num = (*tp).tp_as_number;
-        if offset + std::mem::size_of::<Value>() > basic || num.is_null() {
+        // The `Value` must be all there is after the object header: with more (a
+        // borrow flag, a dict or weakref slot) PyO3 has state the slots do not keep.
+        if offset + std::mem::size_of::<Value>() != basic || num.is_null() {
             return Ok(()); // an unexpected layout: keep PyO3's slots
         }
         let (Some(add), Some(sub), Some(mul), Some(div), Some(neg), Some(_)) = (

@@ -314,6 +314,53 @@ def test_huge_int_is_value_error(V):
         V(1.0) + 10**400
 
 
+def test_label_must_be_utf8_encodable(V):
+    assert V(1.0, label="λ").label == "λ"
+    with pytest.raises(UnicodeEncodeError):
+        V(1.0, label="\ud800")
+    v = V(1.0, label="v")
+    with pytest.raises(UnicodeEncodeError):
+        v.label = "\ud800"
+    assert v.label == "v"
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_value_freed_by_a_collection_inside_a_method(V):
+    # A Value that only a garbage cycle holds is freed by the next collection,
+    # wherever it runs: here inside `label`'s setter, while the exception for a
+    # label that cannot be stored is being made. The graph stays consistent: the
+    # node's operand handle is still `w`'s data, fresh Values are not aliased, and
+    # nothing is reported as unraisable.
+    threshold, enabled = gc.get_threshold(), gc.isenabled()
+    gc.disable()
+    try:
+        w = V(5.0, label="w")
+        r = w * 2.0
+        assert r._prev[0] is w
+        cycle = [w]
+        cycle.append(cycle)
+        del w, cycle
+        v = V(1.0)
+        raised = None
+        gc.set_threshold(1, 1, 1)
+        try:
+            gc.enable()  # nothing allocates between here and the setter
+            v.label = "\ud800"
+        except UnicodeEncodeError as e:
+            raised = e
+        assert raised is not None
+    finally:
+        gc.set_threshold(*threshold)
+        (gc.enable if enabled else gc.disable)()
+    gc.collect()
+    fresh = [V(100.0 + i) for i in range(8)]
+    p = r._prev[0]
+    assert p.data == 5.0 and p.label == "w"
+    assert not any(p is f for f in fresh)
+    r.backward()
+    assert p.grad == 2.0
+
+
 def test_label_must_be_str(V):
     with pytest.raises(TypeError, match="label"):
         V(1.0, label=3)

@@ -417,6 +417,8 @@ def _unary(kind: str, a: Value, out: float, c: tuple = ()) -> Value:
 def _check_label(label: Any) -> str:
     if not isinstance(label, str):
         raise TypeError(f"label must be a str, got {type(label).__name__}")
+    if not label.isascii():
+        label.encode("utf-8")  # as the rust backend, which stores labels as UTF-8
     return label
 
 
