@@ -56,6 +56,9 @@ pub struct Arena {
     work: Vec<NodeId>,
     /// The stack of graph walks (`backward::order`), kept for the same reason.
     pub(crate) walk: Vec<u64>,
+    /// One bit per slot, set for the slots a large `free_from` frees while it runs
+    /// and clear otherwise (see `relink_in_order`).
+    free_bits: Vec<u64>,
 }
 
 /// Bytes the arena stores per node slot (the side tables of n-ary nodes, constants
@@ -93,6 +96,7 @@ impl Arena {
             labels: FxHashMap::with_hasher(rustc_hash::FxBuildHasher),
             work: Vec::new(),
             walk: Vec::new(),
+            free_bits: Vec::new(),
         }
     }
 
@@ -114,6 +118,7 @@ impl Arena {
             + (self.a.capacity() + self.b.capacity() + self.rc.capacity() + self.mark.capacity())
                 * 4
             + self.handle.capacity() * std::mem::size_of::<usize>()
+            + self.free_bits.capacity() * 8
     }
 
     #[inline]
@@ -564,6 +569,10 @@ impl Arena {
     #[inline(never)]
     fn free_from(&mut self, root: NodeId) {
         let mut work = std::mem::take(&mut self.work);
+        let old_head = self.free_head;
+        let mut freed = 0usize;
+        // Put in order only batches that pay for the pass over the bits.
+        let relink_at = RELINK_MIN.max(self.data.len() / 64);
         let mut id = root;
         loop {
             let i = id as usize;
@@ -598,15 +607,62 @@ impl Arena {
             self.op[i] = Op::Free;
             self.a[i] = self.free_head;
             self.free_head = id;
-            self.live -= 1;
+            freed += 1;
+            if freed == relink_at {
+                // Large enough to be worth putting in order: note the slots freed so
+                // far, and every further one as it goes.
+                self.mark_freed(old_head);
+            } else if freed > relink_at {
+                self.free_bits[i >> 6] |= 1 << (i & 63);
+            }
             match work.pop() {
                 Some(next) => id = next,
                 None => break,
             }
         }
+        self.live -= freed;
+        if freed >= relink_at {
+            self.relink_in_order(old_head);
+        }
         if work.capacity() <= 1 << 16 {
             self.work = work; // keep a small buffer; a huge one goes back to the allocator
         }
+    }
+
+    /// Sets the bit of every slot on the free list before `stop` (those freed so
+    /// far by the running `free_from`).
+    #[cold]
+    fn mark_freed(&mut self, stop: NodeId) {
+        self.free_bits.resize(self.data.len().div_ceil(64), 0);
+        let mut id = self.free_head;
+        while id != stop {
+            let i = id as usize;
+            self.free_bits[i >> 6] |= 1 << (i & 63);
+            id = self.a[i];
+        }
+    }
+
+    /// Puts the slots a large `free_from` freed (their bits set) back on the free
+    /// list in ascending order, ahead of the slots that were free before (`rest`),
+    /// and clears the bits. The next graph is then built in consecutive slots, the
+    /// order in which it is later walked, swept and freed, whatever order this one
+    /// was freed in; otherwise each training step would scatter the next a little
+    /// more. Costs a pass over one bit per slot, so only for batches of at least
+    /// `RELINK_MIN` slots and a 64th of all slots.
+    #[cold]
+    fn relink_in_order(&mut self, rest: NodeId) {
+        let mut head = rest;
+        for w in (0..self.free_bits.len()).rev() {
+            let mut bits = std::mem::take(&mut self.free_bits[w]);
+            while bits != 0 {
+                let top = 63 - bits.leading_zeros();
+                bits &= !(1 << top);
+                let id = (w as u32) << 6 | top;
+                self.a[id as usize] = head;
+                head = id;
+            }
+        }
+        self.free_head = head;
     }
 
     /// `decref` for an owner going away (a Python handle): when that empties the
@@ -629,6 +685,9 @@ impl Arena {
         };
     }
 }
+
+/// Freed slots in one `free_from` from which they are put back in order.
+const RELINK_MIN: usize = 4096;
 
 /// Drops the reference an operand edge holds on `x`, queueing `x` to be freed when
 /// that was its last.
@@ -751,6 +810,70 @@ mod tests {
         assert_eq!(ar.unary(Op::Exp, b, [0.0; 2]), Err(ArenaError::Stale(b)));
         assert_eq!(ar.sum(&[n(a), n(b)]), Err(ArenaError::Stale(b)));
         assert_eq!(ar.live(), 1, "a failed op leaves nothing behind");
+    }
+
+    #[test]
+    fn large_frees_go_back_on_the_free_list_in_ascending_order() {
+        let mut ar = Arena::new();
+        let leaves: Vec<NodeId> = (0..8)
+            .map(|i| {
+                let id = ar.leaf(i as f64).unwrap();
+                ar.incref(id);
+                id
+            })
+            .collect();
+        // A graph of 3 * 3000 + 1 nodes in slots freed one by one in a scrambled
+        // order, as a long training run leaves them.
+        let scratch: Vec<NodeId> = (0..9001)
+            .map(|_| {
+                let id = ar.leaf(0.0).unwrap();
+                ar.incref(id);
+                id
+            })
+            .collect();
+        for k in 0..9001 {
+            ar.decref(scratch[k * 7919 % 9001]);
+        }
+        let mut outs = Vec::new();
+        for k in 0..3000u32 {
+            let x = ar.leaf(k as f64).unwrap();
+            let m = ar.binary(Op::Mul, n(x), n(leaves[0])).unwrap();
+            let s = ar.binary(Op::Add, n(m), n(leaves[1])).unwrap();
+            ar.incref(s);
+            outs.push(s);
+        }
+        let total = ar
+            .sum(&outs.iter().map(|&o| n(o)).collect::<Vec<_>>())
+            .unwrap();
+        ar.incref(total);
+        for &o in &outs {
+            ar.decref(o);
+        }
+        // Two slots free before, freed one at a time: the usual LIFO list.
+        ar.decref(leaves[2]);
+        ar.decref(leaves[5]);
+        let (live, slots) = (ar.live(), ar.slots());
+        ar.decref(total); // frees 9001 nodes in one go
+        assert_eq!(ar.live(), live - 9001);
+        // The batch comes back lowest slot first, then the slots free before it.
+        let mut made: Vec<NodeId> = (0..9003).map(|_| ar.leaf(0.0).unwrap()).collect();
+        assert_eq!(
+            ar.slots(),
+            slots,
+            "every freed slot is reused before growing"
+        );
+        let (batch, rest) = made.split_at(9001);
+        assert!(batch.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(rest, &[leaves[5], leaves[2]]);
+        made.sort_unstable();
+        made.dedup();
+        assert_eq!(made.len(), 9003, "no slot handed out twice");
+        assert_eq!(
+            ar.leaf(0.0).unwrap() as usize,
+            slots,
+            "then the arena grows"
+        );
+        assert!(ar.free_bits.iter().all(|&w| w == 0));
     }
 
     // The per-node budget of DESIGN.md section 3, checked at compile time.
