@@ -252,19 +252,14 @@ unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
         // exception being raised (this may run while one unwinds) is kept.
         // SAFETY: the GIL is held.
         unsafe {
-            let (mut t, mut v, mut tb) = (
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            );
-            ffi::PyErr_Fetch(&mut t, &mut v, &mut tb);
+            let raised = take_raised();
             ffi::PyErr_SetString(
                 ffi::PyExc_RuntimeError,
                 c"scalargrad: a Value was freed while the arena was in use; its node is leaked"
                     .as_ptr(),
             );
             ffi::PyErr_WriteUnraisable(std::ptr::null_mut());
-            ffi::PyErr_Restore(t, v, tb);
+            restore_raised(raised);
         }
         return;
     }
@@ -278,6 +273,36 @@ unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
         // Instances of a heap type hold a reference to it.
         ffi::Py_DECREF(tp.cast());
     }
+}
+
+/// The exception being raised, if any, taken out of the thread state (raw, unlike
+/// `PyErr::take`, which would resume a Rust panic carried by a `PanicException`).
+///
+/// # Safety
+/// The GIL is held; the result goes back with `restore_raised`.
+#[cfg(Py_3_12)]
+unsafe fn take_raised() -> *mut ffi::PyObject {
+    unsafe { ffi::PyErr_GetRaisedException() }
+}
+
+#[cfg(Py_3_12)]
+unsafe fn restore_raised(raised: *mut ffi::PyObject) {
+    unsafe { ffi::PyErr_SetRaisedException(raised) }
+}
+
+#[cfg(not(Py_3_12))]
+type Raised = [*mut ffi::PyObject; 3];
+
+#[cfg(not(Py_3_12))]
+unsafe fn take_raised() -> Raised {
+    let mut e = [std::ptr::null_mut(); 3];
+    unsafe { ffi::PyErr_Fetch(&mut e[0], &mut e[1], &mut e[2]) };
+    e
+}
+
+#[cfg(not(Py_3_12))]
+unsafe fn restore_raised([t, v, tb]: Raised) {
+    unsafe { ffi::PyErr_Restore(t, v, tb) }
 }
 
 /// Installs the slots on the `Value` type (once, at module initialisation, before
