@@ -238,7 +238,7 @@ unsafe extern "C" fn nb_neg(x: *mut ffi::PyObject) -> *mut ffi::PyObject {
 }
 
 /// Frees a handle: the `Value`'s drop releases its node, and the memory goes back
-/// to the free list of handles (`value_free`).
+/// to the free list of handles (`keep_handle`) or to CPython.
 unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
     let o = originals();
     // SAFETY: CPython deallocates with the GIL held; `obj` is a Value whose
