@@ -394,6 +394,24 @@ fn unary(slf: &Bound<'_, Value>, op: Op, c: [f64; 2]) -> PyResult<Py<Value>> {
     wrap(slf.py(), id)
 }
 
+/// A node's label from Python: a `str` that UTF-8 can hold. Converted before the
+/// arena is borrowed (a failed conversion makes an exception object, which may run
+/// the collector and free other Values), with a message that names `label` on
+/// every Python version.
+#[derive(Default)]
+struct Label(String);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Label {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let s = obj.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!("label must be a str, got {}", type_name(&obj)))
+        })?;
+        Ok(Label(s.to_cow()?.into_owned()))
+    }
+}
+
 fn number_arg(op: &str, what: &str, x: &Bound<'_, PyAny>) -> PyResult<f64> {
     if x.cast_exact::<Value>().is_ok() || other_backend(x) {
         return Err(PyTypeError::new_err(format!(
@@ -418,13 +436,13 @@ fn type_name(x: &Bound<'_, PyAny>) -> String {
 #[pymethods]
 impl Value {
     #[new]
-    #[pyo3(signature = (data, label = ""))]
-    fn new(data: &Bound<'_, PyAny>, label: &str) -> PyResult<Self> {
+    #[pyo3(signature = (data, label = Label::default()), text_signature = "(data, label='')")]
+    fn new(data: &Bound<'_, PyAny>, label: Label) -> PyResult<Self> {
         let x = number_arg("Value()", "data", data)?;
         let mut ar = ARENA.lock();
         let id = ar.leaf(x).map_err(arena_error)?;
         ar.incref(id);
-        ar.set_label(id, label);
+        ar.set_label(id, &label.0);
         Ok(Value {
             id,
             registered: AtomicBool::new(false),
@@ -468,15 +486,8 @@ impl Value {
     }
 
     #[setter]
-    fn set_label(&self, label: &Bound<'_, PyAny>) -> PyResult<()> {
-        let label = label.cast::<PyString>().map_err(|_| {
-            PyTypeError::new_err(format!("label must be a str, got {}", type_name(label)))
-        })?;
-        // Converted before the arena is borrowed: a failed conversion makes an
-        // exception object, which may run the collector and free other Values.
-        let label = label.to_cow()?;
-        ARENA.lock().set_label(self.id, &label);
-        Ok(())
+    fn set_label(&self, label: Label) {
+        ARENA.lock().set_label(self.id, &label.0);
     }
 
     /// The op that made this node, as micrograd names it (`"+"`, `"*"`, `"**2"`, `"ReLU"`; `""` for leaves).
