@@ -23,6 +23,7 @@ use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::time::{Duration, Instant};
 
 #[path = "slots.rs"]
 mod slots;
@@ -107,8 +108,11 @@ static ANOMALY: AtomicBool = AtomicBool::new(false);
 struct SpareOrder(Vec<NodeId>);
 static SPARE_ORDER: GilCell<SpareOrder> = GilCell::new(SpareOrder(Vec::new()));
 
-/// Nodes processed between checks for Ctrl-C during backward.
-const SIGNAL_CHUNK: usize = 1 << 20;
+/// Nodes processed between looks at the clock during a long sweep (see `Pacer`).
+const SIGNAL_CHUNK: usize = 1 << 16;
+
+/// Sweeps over fewer nodes than this never pause.
+const PAUSE_MIN_NODES: usize = 1 << 20;
 
 /// A scalar node of the graph. A small handle to a node in the Rust arena.
 ///
@@ -813,6 +817,7 @@ impl Value {
         let py = slf.py();
         let root = slf.get().id;
         let check = ANOMALY.load(Ordering::Relaxed);
+        let started = Instant::now(); // ordering a huge graph counts towards a pause
         let mut order = std::mem::take(&mut SPARE_ORDER.lock().0);
         {
             let mut ar = ARENA.lock();
@@ -821,7 +826,7 @@ impl Value {
         }
         // The root's handle keeps the whole graph alive, and nothing can change a
         // node's operands, so the order stays valid between chunks.
-        sweep_interruptibly(py, &order, check)?;
+        sweep_interruptibly(py, &order, check, started)?;
         if order.capacity() <= 1 << 20 {
             SPARE_ORDER.lock().0 = order; // for the next backward()
         }
@@ -829,27 +834,70 @@ impl Value {
     }
 }
 
-/// Backward over `order` in chunks, pausing between them (see `pause`).
-fn sweep_interruptibly(py: Python<'_>, order: &[NodeId], check: bool) -> PyResult<()> {
+/// Backward over `order` in chunks, pausing between some of them (see `Pacer`).
+fn sweep_interruptibly(
+    py: Python<'_>,
+    order: &[NodeId],
+    check: bool,
+    started: Instant,
+) -> PyResult<()> {
+    let mut pacer = Pacer::new(py, order.len(), started);
     for chunk in order.chunks(SIGNAL_CHUNK) {
         {
             let mut ar = ARENA.lock();
             backward::sweep(&mut ar, chunk, check).map_err(|a| backward_anomaly(&ar, &a))?;
         }
-        if order.len() > SIGNAL_CHUNK {
-            pause(py)?;
-        }
+        pacer.tick(py)?;
     }
     Ok(())
 }
 
-/// Between two chunks of a long sweep, with the arena lock not held: lets other
-/// threads take the GIL for a moment (so a thread that sends a signal, or simply
-/// waits its turn, is not stalled for the whole sweep), then answers Ctrl-C and
-/// other signals, whose Python handlers may themselves use the engine.
-fn pause(py: Python<'_>) -> PyResult<()> {
-    py.detach(|| {});
-    py.check_signals()
+/// When a long sweep pauses, with the arena not borrowed: it lets other threads
+/// take the GIL (so a thread that sends a signal, or simply waits its turn, is not
+/// stalled for the whole sweep), then answers Ctrl-C and other signals, whose
+/// Python handlers may themselves use the engine.
+///
+/// A pause comes once at least twice CPython's switch interval has passed since
+/// the last. A thread waiting for the GIL asks the holder to hand it over only when
+/// a whole interval passes without the GIL being released; releasing it more often
+/// than that wakes the waiter early every time, and it never gets its turn.
+struct Pacer {
+    next: Option<Instant>,
+    every: Duration,
+}
+
+impl Pacer {
+    fn new(py: Python<'_>, nodes: usize, started: Instant) -> Self {
+        if nodes < PAUSE_MIN_NODES {
+            return Pacer {
+                next: None,
+                every: Duration::ZERO,
+            };
+        }
+        let interval = py
+            .import("sys")
+            .and_then(|sys| sys.call_method0("getswitchinterval"))
+            .and_then(|i| i.extract::<f64>())
+            .unwrap_or(0.005);
+        let every = Duration::from_secs_f64((2.0 * interval).clamp(0.002, 0.05));
+        Pacer {
+            next: Some(started + every),
+            every,
+        }
+    }
+
+    #[inline]
+    fn tick(&mut self, py: Python<'_>) -> PyResult<()> {
+        match self.next {
+            Some(next) if Instant::now() >= next => {
+                py.detach(|| {});
+                py.check_signals()?;
+                self.next = Some(Instant::now() + self.every);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A recorded graph that can be re-run: `forward()` recomputes every node from the
@@ -918,6 +966,7 @@ impl Tape {
         let check = ANOMALY.load(Ordering::Relaxed);
         self.with(|t| {
             let order = t.order();
+            let mut pacer = Pacer::new(py, order.len(), Instant::now());
             for chunk in order.rchunks(SIGNAL_CHUNK) {
                 {
                     let mut ar = ARENA.lock();
@@ -931,9 +980,7 @@ impl Tape {
                         }
                     }
                 }
-                if order.len() > SIGNAL_CHUNK {
-                    pause(py)?;
-                }
+                pacer.tick(py)?;
             }
             Ok(())
         })
@@ -949,7 +996,7 @@ impl Tape {
         let check = ANOMALY.load(Ordering::Relaxed);
         self.with(|t| {
             ARENA.lock().grad[t.root() as usize] = 1.0;
-            sweep_interruptibly(py, t.order(), check)
+            sweep_interruptibly(py, t.order(), check, Instant::now())
         })
     }
 

@@ -242,10 +242,9 @@ _INTERRUPT_CHILD = textwrap.dedent(
 
     name, sender, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     B = scalargrad.backend_module(name)
-    DELAY = 0.05
 
-    def posix_timer():
-        """SIGINT from a kernel timer, DELAY s from now: needs no thread and no GIL."""
+    def posix_timer(delay):
+        """SIGINT from a kernel timer, `delay` s from now: needs no thread and no GIL."""
         libc = ctypes.CDLL(None, use_errno=True)
         if not hasattr(libc, "timer_create"):
             libc = ctypes.CDLL(ctypes.util.find_library("rt"), use_errno=True)
@@ -264,12 +263,12 @@ _INTERRUPT_CHILD = textwrap.dedent(
         tid = ctypes.c_void_p()
         assert libc.timer_create(1, ctypes.byref(ev), ctypes.byref(tid)) == 0  # MONOTONIC
         spec = itimerspec()
-        spec.value.nsec = int(DELAY * 1e9)
+        spec.value.sec, spec.value.nsec = int(delay), int(delay % 1 * 1e9)
         t0 = time.perf_counter()
         assert libc.timer_settime(tid, 0, ctypes.byref(spec), None) == 0
-        return t0 + DELAY, {"t": t0 + DELAY}, None
+        return t0 + delay, {"t": t0 + delay}, None
 
-    def thread_timer():
+    def thread_timer(delay):
         """SIGINT sent by a threading.Timer, as a watchdog thread would send it."""
         sent = {}
 
@@ -277,16 +276,18 @@ _INTERRUPT_CHILD = textwrap.dedent(
             sent["t"] = time.perf_counter()
             os.kill(os.getpid(), signal.SIGINT)
 
-        timer = threading.Timer(DELAY, fire)
+        timer = threading.Timer(delay, fire)
         t0 = time.perf_counter()
         timer.start()
-        return t0 + DELAY, sent, timer
+        return t0 + delay, sent, timer
 
-    def attempt(fn, finished):
-        """Calls fn with SIGINT due DELAY s in; `finished()` tells from the graph
-        whether fn's work was all done (a KeyboardInterrupt raised just after a
-        call returns also lands in the except clause)."""
-        due, sent, timer = (posix_timer if sender == "posix" else thread_timer)()
+    def attempt(fn, finished, full):
+        """Calls fn with SIGINT due a quarter of the way into it (`full`: how long a
+        whole call takes); `finished()` tells from the graph whether fn's work was
+        all done (a KeyboardInterrupt raised just after a call returns also lands in
+        the except clause)."""
+        delay = full / 4
+        due, sent, timer = (posix_timer if sender == "posix" else thread_timer)(delay)
         done = ki = None
         try:
             fn()
@@ -300,7 +301,7 @@ _INTERRUPT_CHILD = textwrap.dedent(
             "interrupted_inside_call": ki is not None and done is None and not finished(),
             "latency_from_due_s": None if ki is None else ki - due,
             "latency_from_kill_s": None if ki is None or "t" not in sent else ki - sent["t"],
-            "call_finished_after_s": None if done is None else done - (due - DELAY),
+            "call_finished_after_s": None if done is None else done - (due - delay),
         }
 
     res = {"backend": name, "sender": sender, "chain": n}
@@ -313,8 +314,15 @@ _INTERRUPT_CHILD = textwrap.dedent(
             probes.append(y)
     res["build_s"] = time.perf_counter() - t
 
-    # backward, interrupted; then zero_grad and backward again, to completion
-    res["backward"] = r = attempt(y.backward, lambda: x.grad == 1.0)
+    def timed(fn):
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    # backward, timed whole, then interrupted; then zero_grad and backward again
+    full = timed(y.backward)
+    B.Tape(y).zero_grad()
+    res["backward"] = r = attempt(y.backward, lambda: x.grad == 1.0, full)
     r["leaf_grad_after_interrupt"] = x.grad
     B.Tape(y).zero_grad()
     t = time.perf_counter()
@@ -324,8 +332,9 @@ _INTERRUPT_CHILD = textwrap.dedent(
 
     # Tape.run, interrupted; then run again, to completion
     tape = B.Tape(y)
+    full = timed(tape.run)
     x.data = 1.5
-    res["tape"] = r = attempt(tape.run, lambda: y.data == 1.5 and x.grad == 1.0)
+    res["tape"] = r = attempt(tape.run, lambda: y.data == 1.5 and x.grad == 1.0, full)
     t = time.perf_counter()
     out = tape.run()
     r["full_run_s"] = time.perf_counter() - t
