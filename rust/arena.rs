@@ -292,7 +292,7 @@ impl Arena {
 
     /// `binary` over two nodes.
     #[inline(always)]
-    pub fn binary_nodes(&mut self, op: Op, x: NodeId, y: NodeId) -> Result<NodeId, ArenaError> {
+    fn binary_nodes(&mut self, op: Op, x: NodeId, y: NodeId) -> Result<NodeId, ArenaError> {
         debug_assert!(op.is_binary());
         for id in [x, y] {
             if !self.is_live(id) {

@@ -55,18 +55,14 @@ impl<T> GilCell<T> {
 
     #[inline]
     fn lock(&self) -> GilGuard<'_, T> {
-        // Plain load and store, not a read-modify-write: the GIL orders them.
-        assert!(
-            !self.busy.load(Ordering::Relaxed),
-            "scalargrad: the arena was re-entered while in use"
-        );
-        self.busy.store(true, Ordering::Relaxed);
-        GilGuard { cell: self }
+        self.try_lock()
+            .expect("scalargrad: the arena was re-entered while in use")
     }
 
     /// The guard, or `None` if the cell is in use (for paths that have a fallback).
     #[inline]
     fn try_lock(&self) -> Option<GilGuard<'_, T>> {
+        // Plain load and store, not a read-modify-write: the GIL orders them.
         if self.busy.load(Ordering::Relaxed) {
             return None;
         }
