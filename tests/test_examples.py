@@ -191,12 +191,16 @@ def test_cli_bench_quick_json(tmp_path):
     import json
 
     out = tmp_path / "bench.json"
-    args = ["bench", "--quick", "ops", "deep", "memory", "--json", str(out)]
+    args = ["bench", "--quick", "moons-eager", "ops", "deep", "memory", "--json", str(out)]
     r = _run([sys.executable, "-m", "scalargrad", *args], "")
     assert r.returncode == 0, r.stderr
     assert "ratios are measured in this run" in r.stdout
     rows = json.loads(out.read_text())
-    assert {r["workload"] for r in rows} == {"ops", "deep", "memory"}
+    assert {r["workload"] for r in rows} == {"moons-eager", "ops", "deep", "memory"}
+    eager = {r["engine"]: r for r in rows if r["workload"] == "moons-eager"}
+    assert {"rust", "reference"} <= set(eager)
+    want = eager["reference"]["value"] / eager["rust"]["value"]
+    assert eager["reference"]["vs_baseline"] == pytest.approx(want) and want > 1
     for metric in ("a*b", "a+1.0", "a.relu()", "a.tanh()", "backward nodes/s"):
         got = {r["engine"]: r for r in rows if r["workload"] == "ops" and r["metric"] == metric}
         assert {"rust", "reference"} <= set(got), metric
