@@ -192,7 +192,8 @@ class Module:
         return [(type(self).__name__, "", "", len(self.parameters()))]
 
     def summary(self) -> str:
-        """A table of layers, shapes, activations and parameter counts."""
+        """A table of layers, shapes, activations and parameter counts: a ``str``
+        that a REPL shows as the table itself (its ``repr`` is the text)."""
         rows = [("layer", "shape", "activation", "params")]
         rows += [(a, b, c, f"{n:,}") for a, b, c, n in self._rows()]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -207,7 +208,14 @@ class Module:
         out = [type(self).__name__, line, fmt(rows[0]), line]
         out += [fmt(r) for r in rows[1:]]
         out += [line, f"total parameters: {total:,}"]
-        return "\n".join(out)
+        return _Table("\n".join(out))
+
+
+class _Table(str):
+    """A str whose repr is itself, so a REPL prints a table rather than an escaped string."""
+
+    def __repr__(self) -> str:
+        return str.__str__(self)
 
 
 class Neuron(Module):
