@@ -7,8 +7,8 @@ arena. Two backends share one API:
 - ``"reference"``: ``scalargrad.reference``, the same engine in pure Python.
 
 ``SCALARGRAD_BACKEND=reference`` in the environment makes ``scalargrad.Value`` and
-``scalargrad.Tape`` (and everything built on them) the reference backend's; ``scalargrad.backend_module``
-gives either one explicitly, so a program can hold both.
+``scalargrad.Tape`` (and everything built on them) the reference backend's;
+``scalargrad.backend_module`` gives either one explicitly, so a program can hold both.
 
 >>> from scalargrad import Value
 >>> a, b = Value(-4.0), Value(2.0)
