@@ -30,6 +30,7 @@ from scalargrad import _core, reference
 
 __all__ = [
     "BACKENDS",
+    "BatchTape",
     "History",
     "OPS",
     "Value",
@@ -41,8 +42,10 @@ __all__ = [
     "fit",
     "get_data",
     "get_grad",
+    "get_num_threads",
     "predict",
     "set_data",
+    "set_num_threads",
     "softmax",
     "dot",
     "sum",
@@ -172,6 +175,10 @@ def __getattr__(name: str) -> Any:
         from scalargrad import train
 
         return getattr(train, name)
+    if name in ("BatchTape", "set_num_threads", "get_num_threads"):
+        from scalargrad import batch
+
+        return getattr(batch, name)
     if name == "softmax":
         from scalargrad.losses import softmax
 
