@@ -59,6 +59,9 @@ struct Instr {
     lo: u32,
     hi: u32,
     c: [f64; 2],
+    /// A lane `dot` whose weights are all shared and inputs all lanes (a neuron):
+    /// run by the register-tiled kernels `dense_forward` and `dense_backward`.
+    dense: bool,
 }
 
 /// Why a batched run stopped.
@@ -87,6 +90,8 @@ pub struct LaneTape {
     srcs: Vec<Src>,
     root: Src,
     outputs: Vec<Src>,
+    /// The most weights of a dense `dot` (sizes `Scratch::acc`).
+    max_dense: usize,
 }
 
 /// Why a graph cannot be recorded as lanes.
@@ -134,6 +139,7 @@ impl LaneTape {
             srcs: Vec::new(),
             root: Src::Shared(0),
             outputs: Vec::new(),
+            max_dense: 0,
         };
         for &id in &ids {
             if slot.contains_key(&id) {
@@ -163,12 +169,22 @@ impl LaneTape {
                 (Src::Shared(tape.n_shared as u32 - 1), &mut tape.shared_code)
             };
             let (Src::Lane(o) | Src::Shared(o)) = out;
+            let args = &tape.srcs[lo as usize..hi as usize];
+            let m = args.len() / 2;
+            let dense = lane
+                && op == Op::Dot
+                && args[..m].iter().all(|s| matches!(s, Src::Shared(_)))
+                && args[m..].iter().all(|s| matches!(s, Src::Lane(_)));
+            if dense {
+                tape.max_dense = tape.max_dense.max(m);
+            }
             code.push(Instr {
                 op,
                 out: o,
                 lo,
                 hi,
                 c,
+                dense,
             });
             slot.insert(id, out);
         }
@@ -327,7 +343,7 @@ impl LaneTape {
         let failed = AtomicBool::new(false);
         let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
         let worker = |check: &mut dyn FnMut() -> bool| {
-            let mut scratch = match Scratch::new(self.n_lane, backward) {
+            let mut scratch = match Scratch::new(self.n_lane, self.max_dense, backward) {
                 Ok(s) => s,
                 Err(_) => {
                     failed.store(true, Ordering::Relaxed);
@@ -482,6 +498,10 @@ impl LaneTape {
             let (lo, hi) = vals.split_at_mut(ins.out as usize * CHUNK);
             let o = &mut hi[..n];
             let args = &self.srcs[ins.lo as usize..ins.hi as usize];
+            if ins.dense {
+                dense_forward(o, args, shared, lo);
+                continue;
+            }
             let get = |s: Src| match s {
                 Src::Lane(j) => In::L(&lo[j as usize * CHUNK..j as usize * CHUNK + n]),
                 Src::Shared(j) => In::S(shared[j as usize]),
@@ -502,9 +522,9 @@ impl LaneTape {
             return;
         };
         partial.iter_mut().for_each(|p| *p = 0.0);
-        let grads = &mut sc.grads[..];
+        let Scratch { vals, grads, acc } = sc;
         grads.iter_mut().for_each(|g| *g = 0.0);
-        let vals = &sc.vals[..];
+        let vals = &vals[..];
         if let Src::Lane(r) = self.root {
             grads[r as usize * CHUNK..r as usize * CHUNK + n].fill(seed);
         } else {
@@ -519,6 +539,10 @@ impl LaneTape {
             let (glo, ghi) = grads.split_at_mut(out);
             let g = &ghi[..n];
             let args = &self.srcs[ins.lo as usize..ins.hi as usize];
+            if ins.dense {
+                dense_backward(g, args, shared, vals, glo, partial, acc);
+                continue;
+            }
             let ctx = Back {
                 vals,
                 shared,
@@ -539,17 +563,20 @@ struct Task<'a> {
     partial: Option<&'a mut [f64]>,
 }
 
-/// A thread's values and gradients of the lane nodes, `CHUNK` lanes a node.
+/// A thread's values and gradients of the lane nodes, `CHUNK` lanes a node, and
+/// the accumulators of a dense `dot`'s weight gradients.
 struct Scratch {
     vals: Vec<f64>,
     grads: Vec<f64>,
+    acc: Vec<f64>,
 }
 
 impl Scratch {
-    fn new(n_lane: usize, backward: bool) -> Result<Scratch, LaneError> {
+    fn new(n_lane: usize, max_dense: usize, backward: bool) -> Result<Scratch, LaneError> {
         Ok(Scratch {
             vals: alloc(n_lane * CHUNK)?,
             grads: alloc(if backward { n_lane * CHUNK } else { 0 })?,
+            acc: alloc(if backward { max_dense * ACC } else { 0 })?,
         })
     }
 }
@@ -672,6 +699,93 @@ fn forward<'a>(ins: &Instr, args: &[Src], get: impl Fn(Src) -> In<'a>, o: &mut [
             }
             each_op!(op, fwd)
         }
+    }
+}
+
+/// Lanes of a tile: the dense kernels keep a tile's sums in registers.
+const TILE: usize = 2 * ACC;
+
+fn slot(s: Src) -> usize {
+    let (Src::Lane(j) | Src::Shared(j)) = s;
+    j as usize
+}
+
+/// A dense `dot` forward (`o[l] = ((w1*x1[l] + w2*x2[l]) + ...)`, the op's order),
+/// a tile of lanes at a time so the sums stay in registers.
+#[inline(always)]
+fn dense_forward(o: &mut [f64], args: &[Src], shared: &[f64], lo: &[f64]) {
+    let (m, n) = (args.len() / 2, o.len());
+    let w = |k: usize| shared[slot(args[k])];
+    let x = |k: usize| &lo[slot(args[m + k]) * CHUNK..slot(args[m + k]) * CHUNK + n];
+    let full = n / TILE * TILE;
+    for base in (0..full).step_by(TILE) {
+        let mut acc = [0.0f64; TILE];
+        let (w0, x0) = (w(0), &x(0)[base..base + TILE]);
+        for j in 0..TILE {
+            acc[j] = w0 * x0[j];
+        }
+        for k in 1..m {
+            let (wk, xk) = (w(k), &x(k)[base..base + TILE]);
+            for j in 0..TILE {
+                acc[j] += wk * xk[j];
+            }
+        }
+        o[base..base + TILE].copy_from_slice(&acc);
+    }
+    for l in full..n {
+        let mut a = w(0) * x(0)[l];
+        for k in 1..m {
+            a += w(k) * x(k)[l];
+        }
+        o[l] = a;
+    }
+}
+
+/// A dense `dot` backward: `gx_k[l] += g[l] * w_k` and, for each weight, the
+/// reduction of `g[l] * x_k[l]` (lane `l` into accumulator `l % 8`, lanes in
+/// order, as `reduce`), a tile of lanes at a time so `g` stays in registers.
+#[inline(always)]
+fn dense_backward(
+    g: &[f64],
+    args: &[Src],
+    shared: &[f64],
+    vals: &[f64],
+    glo: &mut [f64],
+    partial: &mut [f64],
+    acc: &mut [f64],
+) {
+    let (m, n) = (args.len() / 2, g.len());
+    let acc = &mut acc[..m * ACC];
+    acc.fill(0.0);
+    let full = n / TILE * TILE;
+    for base in (0..full).step_by(TILE) {
+        let gt: [f64; TILE] = g[base..base + TILE].try_into().unwrap();
+        for k in 0..m {
+            let (wk, xs) = (shared[slot(args[k])], slot(args[m + k]) * CHUNK + base);
+            let xk = &vals[xs..xs + TILE];
+            let a = &mut acc[k * ACC..k * ACC + ACC];
+            for j in 0..ACC {
+                a[j] += gt[j] * xk[j];
+            }
+            for j in 0..ACC {
+                a[j] += gt[ACC + j] * xk[ACC + j];
+            }
+            let gx = &mut glo[xs..xs + TILE];
+            for j in 0..TILE {
+                gx[j] += gt[j] * wk;
+            }
+        }
+    }
+    for l in full..n {
+        for k in 0..m {
+            let (wk, xs) = (shared[slot(args[k])], slot(args[m + k]) * CHUNK + l);
+            acc[k * ACC + (l % ACC)] += g[l] * vals[xs];
+            glo[xs] += g[l] * wk;
+        }
+    }
+    for k in 0..m {
+        let a: [f64; ACC] = acc[k * ACC..k * ACC + ACC].try_into().unwrap();
+        partial[slot(args[k])] += combine(a);
     }
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -252,3 +253,16 @@ def test_ctrl_c_stops_a_batched_run_and_leaves_gradients_alone(name, rows):
     assert res["interrupted"], "the run finished before the interrupt"
     assert res["untouched"], "an interrupted run changed gradients"
     assert res["again"], "the run after an interrupt differs from an uninterrupted one"
+
+
+def test_thread_count_from_the_environment():
+    code = "import scalargrad; print(scalargrad.get_num_threads())"
+    for env, want in [("3", "3"), ("junk", None)]:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "SCALARGRAD_NUM_THREADS": env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert out == (want or str(os.cpu_count() or 1))

@@ -9,12 +9,21 @@ use pyo3::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// Threads a batched run may use; 0 until set (then every core).
+/// Threads a batched run may use; 0 until set or first asked.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
+/// The thread count: as set, else `SCALARGRAD_NUM_THREADS`, else every core.
 fn threads() -> usize {
     match THREADS.load(Ordering::Relaxed) {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => {
+            let n = std::env::var("SCALARGRAD_NUM_THREADS")
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            THREADS.store(n, Ordering::Relaxed);
+            n
+        }
         n => n,
     }
 }
