@@ -732,12 +732,12 @@ fn dense_forward(o: &mut [f64], args: &[Src], shared: &[f64], lo: &[f64]) {
         }
         o[base..base + TILE].copy_from_slice(&acc);
     }
-    for l in full..n {
+    for (l, o) in o.iter_mut().enumerate().skip(full) {
         let mut a = w(0) * x(0)[l];
         for k in 1..m {
             a += w(k) * x(k)[l];
         }
-        o[l] = a;
+        *o = a;
     }
 }
 
