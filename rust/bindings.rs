@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 #[path = "slots.rs"]
 mod slots;
 
+mod lanes;
+
 static ARENA: GilCell<Arena> = GilCell::new(Arena::new());
 
 /// The arena's lock. Every access happens with the GIL held (all entry points are
@@ -1502,6 +1504,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     slots::install(m.py(), tp)?;
     m.add_class::<Tape>()?;
     m.add_class::<ParamGroup>()?;
+    m.add_class::<lanes::LaneTape>()?;
+    m.add_function(wrap_pyfunction!(lanes::set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(lanes::get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_data, m)?)?;
     m.add_function(wrap_pyfunction!(get_grad, m)?)?;
     m.add_function(wrap_pyfunction!(set_data, m)?)?;

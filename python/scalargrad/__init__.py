@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from scalargrad import _core, reference
 from scalargrad._backend import BACKENDS, backend, backend_module, dot, module_of, sum
+from scalargrad.batch import BatchTape, get_num_threads, set_num_threads
 from scalargrad.losses import softmax
 from scalargrad.train import History, evaluate, fit, predict
 
@@ -39,6 +40,7 @@ else:
 
 __all__ = [
     "BACKENDS",
+    "BatchTape",
     "History",
     "OPS",
     "Tape",
@@ -52,8 +54,10 @@ __all__ = [
     "fit",
     "get_data",
     "get_grad",
+    "get_num_threads",
     "predict",
     "set_data",
+    "set_num_threads",
     "softmax",
     "sum",
 ]
