@@ -80,8 +80,10 @@ pub struct LaneTape {
     /// The arena node of each shared leaf, and its shared slot.
     shared_leaves: Vec<(NodeId, u32)>,
     n_shared: usize,
-    /// Shared non-leaf nodes, operands first; every operand is shared.
+    /// Shared non-leaf nodes, operands first; every operand is shared, and their
+    /// shared slots are `shared_args[lo..hi]`.
     shared_code: Vec<Instr>,
+    shared_args: Vec<u32>,
     /// Lane slots: the inputs first (one per column), then `code`'s outputs.
     n_lane: usize,
     n_inputs: usize,
@@ -133,6 +135,7 @@ impl LaneTape {
             shared_leaves: Vec::new(),
             n_shared: 0,
             shared_code: Vec::new(),
+            shared_args: Vec::new(),
             n_lane: inputs.len(),
             n_inputs: inputs.len(),
             code: Vec::new(),
@@ -152,40 +155,52 @@ impl LaneTape {
                 tape.n_shared += 1;
                 continue;
             }
-            let lo = tape.srcs.len() as u32;
-            let mut lane = false;
-            for k in 0..ar.n_operands(id) {
-                let s = slot[&ar.operand(id, k)];
-                lane |= matches!(s, Src::Lane(_));
-                tape.srcs.push(s);
-            }
-            let hi = tape.srcs.len() as u32;
+            let n_args = ar.n_operands(id);
+            let lane = (0..n_args).any(|k| matches!(slot[&ar.operand(id, k)], Src::Lane(_)));
             let c = ar.consts(id);
-            let (out, code) = if lane {
+            let out = if lane {
+                // Operands as sources: lane slots or shared values.
+                let lo = tape.srcs.len() as u32;
+                tape.srcs
+                    .extend((0..n_args).map(|k| slot[&ar.operand(id, k)]));
+                let args = &tape.srcs[lo as usize..];
+                let (ws, xs) = ops::split_dot(args);
+                let dense = op == Op::Dot
+                    && ws.iter().all(|s| matches!(s, Src::Shared(_)))
+                    && xs.iter().all(|s| matches!(s, Src::Lane(_)));
+                if dense {
+                    tape.max_dense = tape.max_dense.max(ws.len());
+                }
+                let hi = tape.srcs.len() as u32;
                 tape.n_lane += 1;
-                (Src::Lane(tape.n_lane as u32 - 1), &mut tape.code)
+                let out = tape.n_lane as u32 - 1;
+                tape.code.push(Instr {
+                    op,
+                    out,
+                    lo,
+                    hi,
+                    c,
+                    dense,
+                });
+                Src::Lane(out)
             } else {
+                // Every operand shared: operands as shared slots.
+                let lo = tape.shared_args.len() as u32;
+                tape.shared_args
+                    .extend((0..n_args).map(|k| slot_of(slot[&ar.operand(id, k)])));
+                let hi = tape.shared_args.len() as u32;
                 tape.n_shared += 1;
-                (Src::Shared(tape.n_shared as u32 - 1), &mut tape.shared_code)
+                let out = tape.n_shared as u32 - 1;
+                tape.shared_code.push(Instr {
+                    op,
+                    out,
+                    lo,
+                    hi,
+                    c,
+                    dense: false,
+                });
+                Src::Shared(out)
             };
-            let (Src::Lane(o) | Src::Shared(o)) = out;
-            let args = &tape.srcs[lo as usize..hi as usize];
-            let m = args.len() / 2;
-            let dense = lane
-                && op == Op::Dot
-                && args[..m].iter().all(|s| matches!(s, Src::Shared(_)))
-                && args[m..].iter().all(|s| matches!(s, Src::Lane(_)));
-            if dense {
-                tape.max_dense = tape.max_dense.max(m);
-            }
-            code.push(Instr {
-                op,
-                out: o,
-                lo,
-                hi,
-                c,
-                dense,
-            });
             slot.insert(id, out);
         }
         tape.root = slot[&root];
@@ -385,21 +400,13 @@ impl LaneTape {
             v[s as usize] = ar.data[id as usize];
         }
         for ins in &self.shared_code {
-            let args = &self.srcs[ins.lo as usize..ins.hi as usize];
-            let at = |k: usize| match args[k] {
-                Src::Shared(s) => v[s as usize],
-                Src::Lane(_) => unreachable!("a shared node has shared operands"),
-            };
-            let out = match ins.op {
-                Op::Sum => ops::sum((0..args.len()).map(at)),
-                Op::Dot => {
-                    let m = args.len() / 2;
-                    ops::dot((0..m).map(|k| (at(k), at(m + k))))
-                }
+            let args = &self.shared_args[ins.lo as usize..ins.hi as usize];
+            let at = |k: usize| v[args[k] as usize];
+            v[ins.out as usize] = match ins.op {
+                op if op.is_nary() => ops::nary(op, args, &v),
                 op if op.is_binary() => ops::binary(op, at(0), at(1)),
                 op => ops::unary(op, at(0), ins.c),
             };
-            v[ins.out as usize] = out;
         }
         Ok(v)
     }
@@ -416,34 +423,18 @@ impl LaneTape {
             }
         }
         for ins in self.shared_code.iter().rev() {
-            let args = &self.srcs[ins.lo as usize..ins.hi as usize];
-            let slot = |k: usize| match args[k] {
-                Src::Shared(s) => s as usize,
-                Src::Lane(_) => unreachable!("a shared node has shared operands"),
-            };
+            let args = &self.shared_args[ins.lo as usize..ins.hi as usize];
             let (g, out) = (total[ins.out as usize], shared[ins.out as usize]);
             match ins.op {
-                Op::Sum => {
-                    for k in 0..args.len() {
-                        total[slot(k)] += g;
-                    }
-                }
-                Op::Dot => {
-                    let m = args.len() / 2;
-                    for k in 0..m {
-                        let (w, x) = (slot(k), slot(m + k));
-                        total[w] += g * shared[x];
-                        total[x] += g * shared[w];
-                    }
-                }
+                op if op.is_nary() => ops::nary_grad(op, g, args, shared, &mut total),
                 op if op.is_binary() => {
-                    let (a, b) = (slot(0), slot(1));
+                    let (a, b) = (args[0] as usize, args[1] as usize);
                     let (ga, gb) = ops::binary_grad(op, g, shared[a], shared[b], out);
                     total[a] += ga;
                     total[b] += gb;
                 }
                 op => {
-                    let a = slot(0);
+                    let a = args[0] as usize;
                     total[a] += ops::unary_grad(op, g, shared[a], out, ins.c);
                 }
             }
@@ -661,12 +652,12 @@ fn forward<'a>(ins: &Instr, args: &[Src], get: impl Fn(Src) -> In<'a>, o: &mut [
             }
         }
         Op::Dot => {
-            let m = args.len() / 2;
-            if m == 0 {
+            let (ws, xs) = ops::split_dot(args);
+            if ws.is_empty() {
                 o.fill(0.0);
             }
-            for k in 0..m {
-                let (w, x) = (get(args[k]), get(args[m + k]));
+            for (k, (&w, &x)) in ws.iter().zip(xs).enumerate() {
+                let (w, x) = (get(w), get(x));
                 if k == 0 {
                     map2(o, w, x, |w, x| w * x);
                     continue;
@@ -706,15 +697,19 @@ fn forward<'a>(ins: &Instr, args: &[Src], get: impl Fn(Src) -> In<'a>, o: &mut [
 const TILE: usize = 2 * ACC;
 
 fn slot(s: Src) -> usize {
+    slot_of(s) as usize
+}
+
+fn slot_of(s: Src) -> u32 {
     let (Src::Lane(j) | Src::Shared(j)) = s;
-    j as usize
+    j
 }
 
 /// A dense `dot` forward (`o[l] = ((w1*x1[l] + w2*x2[l]) + ...)`, the op's order),
 /// a tile of lanes at a time so the sums stay in registers.
 #[inline(always)]
 fn dense_forward(o: &mut [f64], args: &[Src], shared: &[f64], lo: &[f64]) {
-    let (m, n) = (args.len() / 2, o.len());
+    let (m, n) = (ops::split_dot(args).0.len(), o.len());
     let w = |k: usize| shared[slot(args[k])];
     let x = |k: usize| &lo[slot(args[m + k]) * CHUNK..slot(args[m + k]) * CHUNK + n];
     let full = n / TILE * TILE;
@@ -754,7 +749,7 @@ fn dense_backward(
     partial: &mut [f64],
     acc: &mut [f64],
 ) {
-    let (m, n) = (args.len() / 2, g.len());
+    let (m, n) = (ops::split_dot(args).0.len(), g.len());
     let acc = &mut acc[..m * ACC];
     acc.fill(0.0);
     let full = n / TILE * TILE;
@@ -878,9 +873,8 @@ impl Back<'_> {
                 }
             }
             Op::Dot => {
-                let m = args.len() / 2;
-                for k in 0..m {
-                    let (w, x) = (args[k], args[m + k]);
+                let (ws, xs) = ops::split_dot(args);
+                for (&w, &x) in ws.iter().zip(xs) {
                     match (w, x, self.value(w), self.value(x)) {
                         // The hot case, a weight times an input: one pass over the
                         // lanes updates the input's gradient and reduces the weight's.
@@ -1025,8 +1019,8 @@ mod tests {
         match ar.op(id) {
             Op::Sum => ops::sum(args.into_iter()),
             Op::Dot => {
-                let m = args.len() / 2;
-                ops::dot((0..m).map(|k| (args[k], args[m + k])))
+                let (ws, xs) = ops::split_dot(&args);
+                ops::dot(ws.iter().copied().zip(xs.iter().copied()))
             }
             op if op.is_binary() => ops::binary(op, args[0], args[1]),
             op => ops::unary(op, args[0], ar.consts(id)),

@@ -1,7 +1,11 @@
 //! `LaneTape`: batched lanes (`crate::lanes`) for Python, and the thread count
 //! a batched run may use.
 
-use super::{ids_of, type_name, Pacer, Value, ARENA};
+use super::convert::type_name;
+use super::gil::{gil_held, ARENA};
+use super::params::ids_of;
+use super::sweep::Pacer;
+use super::value::Value;
 use crate::lanes::{self, LaneError, RecordError};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
@@ -56,7 +60,9 @@ pub struct LaneTape {
 impl Drop for LaneTape {
     fn drop(&mut self) {
         if let Some(t) = self.inner.take() {
-            t.release(&mut ARENA.lock());
+            // SAFETY: a LaneTape is dropped by its deallocator, with the GIL held.
+            let py = unsafe { gil_held() };
+            t.release(&mut ARENA.lock(py));
         }
     }
 }
@@ -93,6 +99,7 @@ fn buffer(what: &str, x: &Bound<'_, PyAny>) -> PyResult<PyBuffer<f64>> {
 impl LaneTape {
     #[new]
     fn new(
+        py: Python<'_>,
         root: &Bound<'_, PyAny>,
         inputs: &Bound<'_, PyAny>,
         outputs: &Bound<'_, PyAny>,
@@ -105,7 +112,7 @@ impl LaneTape {
         })?;
         let inputs = ids_of("LaneTape inputs", inputs)?;
         let outputs = ids_of("LaneTape outputs", outputs)?;
-        let mut ar = ARENA.lock();
+        let mut ar = ARENA.lock(py);
         let tape = lanes::LaneTape::record(&mut ar, root.get().id, &inputs, &outputs).map_err(
             |e| match e {
                 RecordError::InputNotLeaf(k) => PyValueError::new_err(format!(
@@ -175,7 +182,7 @@ impl LaneTape {
             )));
         }
         let xv = xb.to_vec(py)?;
-        let shared = t.shared_values(&ARENA.lock()).map_err(memory)?;
+        let shared = t.shared_values(&ARENA.lock(py)).map_err(memory)?;
         let mut outv = Vec::new();
         outv.try_reserve_exact(ob.item_count())
             .map_err(|_| memory(LaneError::Memory))?;
@@ -206,7 +213,7 @@ impl LaneTape {
             Err(e) => return Err(memory(e)),
         };
         if let Some(g) = grads {
-            t.add_grads(&mut ARENA.lock(), &g);
+            t.add_grads(&mut ARENA.lock(py), &g);
         }
         ob.copy_from_slice(py, &outv)?;
         Ok(sum)
