@@ -1,4 +1,4 @@
-"""scikit-learn estimators over :class:`scalargrad.nn.MLP` (the ``sklearn`` extra:
+"""scikit-learn estimators over [`scalargrad.nn.MLP`][scalargrad.nn.MLP] (the ``sklearn`` extra:
 ``pip install 'scalargrad[sklearn]'``).
 
 [`MLPClassifier`][scalargrad.sklearn.MLPClassifier] and
