@@ -139,13 +139,18 @@ def test_trains_through_fit_with_the_documented_settings(backend, moons):
 
 
 def test_same_bits_on_both_backends(moons):
-    X, y = moons
-    fitted = [
-        MLPClassifier((6,), max_iter=20, random_state=3, backend=b).fit(X, y)
-        for b in scalargrad.BACKENDS
-    ]
-    assert fitted[0].loss_curve_ == fitted[1].loss_curve_
-    assert fitted[0].decision_function(X).tolist() == fitted[1].decision_function(X).tolist()
+    X2, y2 = moons
+    X3, y3 = make_blobs(n_samples=30, centers=3, random_state=2)
+    Y3 = np.stack([X3[:, 0], X3[:, 0] * X3[:, 1]], axis=1)
+    for est, X, y in (
+        (MLPClassifier((6,), max_iter=20, random_state=3), X2, y2),
+        (MLPClassifier((4,), max_iter=10, batch_size=8, random_state=3), X3, y3),
+        (MLPRegressor((5,), max_iter=10, random_state=3), X2, X2[:, 0] * X2[:, 1]),
+        (MLPRegressor((5,), max_iter=10, random_state=3), X3, Y3),
+    ):
+        fitted = [clone(est).set_params(backend=b).fit(X, y) for b in scalargrad.BACKENDS]
+        assert fitted[0].loss_curve_ == fitted[1].loss_curve_
+        assert fitted[0].predict(X).tolist() == fitted[1].predict(X).tolist()
 
 
 def test_model_graph_can_be_drawn(backend, moons):
@@ -213,8 +218,9 @@ def test_pickle_round_trip(backend, moons):
     [
         ("solver", "lbfgs", "'adam' or 'sgd'"),
         ("activation", "softmax", "one of identity, logistic, tanh, relu, linear, sigmoid"),
-        ("hidden_layer_sizes", (4, 0), "positive ints"),
-        ("hidden_layer_sizes", "wide", "positive ints"),
+        ("hidden_layer_sizes", (4, 0), "a positive int or a sequence of them"),
+        ("hidden_layer_sizes", "wide", "a positive int or a sequence of them"),
+        ("hidden_layer_sizes", 2.5, "a positive int or a sequence of them"),
         ("batch_size", 0, "'auto', None or a positive int"),
         ("max_iter", 0, "an int >= 1"),
         ("learning_rate_init", -1.0, "a number > 0"),

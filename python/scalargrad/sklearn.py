@@ -124,17 +124,14 @@ class _BaseMLP(BaseEstimator):
         return ValueError(f"{type(self).__name__}.fit: {what} must be {expected}, got {got!r}")
 
     def _hidden(self) -> list[int]:
-        sizes = self.hidden_layer_sizes
-        if _is_int(sizes):
-            sizes = [sizes]
+        given: Any = self.hidden_layer_sizes
+        sizes = [given] if _is_int(given) else given
         try:
-            sizes = list(sizes)
+            ok = all(_is_int(s) and s >= 1 for s in sizes)
         except TypeError:
-            raise self._fail("hidden_layer_sizes", "an int or a sequence of ints", sizes) from None
-        if not all(_is_int(s) and s >= 1 for s in sizes):
-            raise self._fail(
-                "hidden_layer_sizes", "positive ints", self.hidden_layer_sizes
-            ) from None
+            ok = False
+        if not ok:
+            raise self._fail("hidden_layer_sizes", "a positive int or a sequence of them", given)
         return [int(s) for s in sizes]
 
     def _check_params(self) -> None:
@@ -144,7 +141,7 @@ class _BaseMLP(BaseEstimator):
             raise self._fail("solver", "'adam' or 'sgd'", self.solver)
         if not (_is_real(self.alpha) and self.alpha >= 0):
             raise self._fail("alpha", "a number >= 0", self.alpha)
-        b = self.batch_size
+        b: Any = self.batch_size
         if not (b is None or b == "auto" or (_is_int(b) and b >= 1)):
             raise self._fail("batch_size", "'auto', None or a positive int", b)
         if not (_is_real(self.learning_rate_init) and self.learning_rate_init > 0):
