@@ -479,7 +479,7 @@ def test_corrupted_file_is_value_error_and_model_untouched(name, tmp_path, corru
 def test_malformed_file_with_valid_checksum_is_value_error(name, tmp_path, edit):
     """A file that passes the checksum but lacks what a model file holds (another
     writer's bug, a hand edit with the checksum recomputed): ``Module.load`` and
-    ``nn.load`` promise ``OSError`` or ``ValueError``."""
+    ``nn.load`` promise ``OSError`` or ``ValueError``, and leave the model as it was."""
     path = _saved(name, tmp_path)
     body = json.loads(path.read_text())
     edit(body)
