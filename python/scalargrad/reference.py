@@ -1,14 +1,12 @@
 """The reference backend: the engine in pure Python.
 
 The same nodes, ops and backward order as the Rust backend (``scalargrad._core``),
-written to be read. Every op follows the op table of DESIGN.md section 4 in the
-same order of floating-point operations as ``rust/ops.rs``, so the two backends
-give the same bits. Nodes hold no closures and form no reference cycles, so
-Python's reference counting frees a graph as soon as it is unreachable.
-
-Where plain Python would raise (``1 / 0``, ``math.log(0)``, ``math.exp(1000)``) or
-return a complex number (``(-8) ** (1/3)``), the helpers below return the IEEE-754
-result that C's libm (and so the Rust backend) gives.
+written to be read. The op table states every op once, its forward beside its
+derivative, in the order and with the floating-point operations of DESIGN.md
+section 4 and ``rust/ops.rs``, so both backends give the same bits. Nodes hold no
+closures and form no reference cycles, so reference counting frees a graph as soon
+as it is unreachable. Argument checks and messages live in ``scalargrad._convert``,
+C's results where Python's ``math`` raises (``log(0)``) in ``scalargrad._ieee``.
 
 >>> from scalargrad.reference import Value
 >>> a = Value(2.0)
@@ -21,58 +19,25 @@ result that C's libm (and so the Rust backend) gives.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
-__all__ = [
-    "OPS",
-    "Tape",
-    "Value",
-    "dot",
-    "get_data",
-    "layer",
-    "get_grad",
-    "set_anomaly",
-    "set_data",
-    "sum",
-]
+from scalargrad import _convert, _optable
+from scalargrad._convert import const as _const
+from scalargrad._convert import forward_anomaly as _forward_anomaly
+from scalargrad._convert import number as _number
+from scalargrad._ieee import div as _div  # noqa: F401 (the op table's formulas use these)
+from scalargrad._ieee import exp as _exp  # noqa: F401
+from scalargrad._ieee import log as _log  # noqa: F401
+from scalargrad._ieee import pow as _pow  # noqa: F401
+from scalargrad._ieee import sign as _sign  # noqa: F401
+from scalargrad._optable import Op
 
-#: Every op kind, in the order of the op table (the same tuple as ``_core.OPS``).
-OPS = (
-    "leaf",
-    "add",
-    "sub",
-    "mul",
-    "div",
-    "neg",
-    "pow_const",
-    "rpow_const",
-    "pow",
-    "exp",
-    "log",
-    "tanh",
-    "sigmoid",
-    "relu",
-    "abs",
-    "clamp",
-    "sum",
-    "dot",
-)
-
-_SYMBOL = {
-    "leaf": "",
-    "add": "+",
-    "sub": "-",
-    "mul": "*",
-    "div": "/",
-    "pow": "**",
-    "relu": "ReLU",
-}
+__all__ = ["OPS", "Tape", "Value", "dot", "get_data", "get_grad", "layer"]
+__all__ += ["set_anomaly", "set_data", "sum"]
 
 _anomaly = False
-_INF = math.inf
-_NAN = math.nan
-_builtin_sum = sum
 
 
 def set_anomaly(on: bool) -> bool:
@@ -82,66 +47,166 @@ def set_anomaly(on: bool) -> bool:
     return previous
 
 
-# ---- IEEE-754 arithmetic where Python raises ---------------------------------
+# ---- the op table ------------------------------------------------------------------
+#
+# One row per op, in the order of DESIGN.md section 4 and rust/ops.rs: its operands,
+# its forward and, beside it, the contribution to each operand's gradient, first
+# operand first (g is the output's gradient, out its value; c, lo, hi are constants).
+# ``_optable.compile_rows`` writes each unary and binary row out as the functions
+# ``op.make`` (Value's methods), ``op.replay`` (Tape) and ``op.backward`` (the
+# sweep); ``print(op.source)`` shows them. The n-ary rows loop: see _sum and _dot.
+
+# micrograd's ``_op`` where it is not the kind (``**c`` and ``c**`` add the constant).
+_SYMBOL = {"leaf": "", "add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "relu": "ReLU"}
+
+# fmt: off
+_TABLE = [
+    # kind          operands   forward: out =             contributions, first operand first
+    Op("leaf",      ""),
+    Op("add",       "a b",     "a + b",                   "g", "g"),
+    Op("sub",       "a b",     "a - b",                   "g", "-g"),
+    Op("mul",       "a b",     "a * b",                   "g * b", "g * a"),
+    Op("div",       "a b",     "_div(a, b)",              "_div(g, b)", "_div(-g * out, b)"),
+    Op("neg",       "a",       "-a",                      "-g"),
+    Op("pow_const", "a c",     "_pow(a, c)",              "g * (c * _pow(a, c - 1.0))"),
+    Op("rpow_const", "a c",    "_pow(c, a)",              "g * (out * _log(c))"),
+    Op("pow",       "a b",     "_pow(a, b)",              "g * (b * _pow(a, b - 1.0))",
+                                                          "g * (out * _log(a))"),
+    Op("exp",       "a",       "_exp(a)",                 "g * out"),
+    Op("log",       "a",       "_log(a)",                 "_div(g, a)"),
+    Op("tanh",      "a",       "math.tanh(a)",            "g * (1.0 - out * out)"),
+    Op("sigmoid",   "a",       "1.0 / (1.0 + _exp(-a))",  "g * (out * (1.0 - out))"),
+    # `a < 0` is false for NaN and -0.0, which both pass through.
+    Op("relu",      "a",       "0.0 if a < 0.0 else a",   "g * (1.0 if out > 0.0 else 0.0)"),
+    Op("abs",       "a",       "math.fabs(a)",            "g * _sign(a)"),
+    # min and max keep their first argument unless the other is strictly better,
+    # so NaN stays NaN.
+    Op("clamp",     "a lo hi", "min(max(a, lo), hi)",     "g * (1.0 if lo <= a <= hi else 0.0)"),
+    Op("sum",       "...",     "((x1 + x2) + x3) + ...",  "g to each xi"),
+    Op("dot",       "...",     "((w1*x1 + w2*x2) + w3*x3) + ...  (operands w1..wn, x1..xn)",
+                                                          "g * xi to wi, g * wi to xi"),
+]
+(_LEAF, _ADD, _SUB, _MUL, _DIV, _NEG, _POW_CONST, _RPOW_CONST, _POW,
+ _EXP, _LOG, _TANH, _SIGMOID, _RELU, _ABS, _CLAMP, _SUM, _DOT) = _TABLE
+# fmt: on
+_optable.compile_rows(_TABLE, _SYMBOL, globals())
+
+#: Every op kind, in the order of the op table (the same tuple as ``_core.OPS``).
+OPS = tuple(op.name for op in _TABLE)
 
 
-def _div(a: float, b: float) -> float:
-    try:
-        return a / b
-    except ZeroDivisionError:
-        if a != a or a == 0.0:
-            return _NAN
-        return math.copysign(_INF, a) * math.copysign(1.0, b)
-
-
-def _odd_integer(b: float) -> bool:
-    return math.isfinite(b) and abs(math.fmod(b, 2.0)) == 1.0
-
-
-def _pow(a: float, b: float) -> float:
-    """C's ``pow``: ``math.pow`` with its exceptions turned into IEEE results."""
-    try:
-        return math.pow(a, b)
-    except OverflowError:
-        return -_INF if a < 0.0 and _odd_integer(b) else _INF
-    except ValueError:
-        if a == 0.0:  # a pole: 0 ** negative
-            return -_INF if math.copysign(1.0, a) < 0.0 and _odd_integer(b) else _INF
-        return _NAN  # negative ** non-integer
-
-
-def _exp(a: float) -> float:
-    try:
-        return math.exp(a)
-    except OverflowError:
-        return _INF
-
-
-def _log(a: float) -> float:
-    try:
-        return math.log(a)
-    except ValueError:
-        return -_INF if a == 0.0 else _NAN
-
-
-def _sign(a: float) -> float:
-    if a > 0.0:
-        return 1.0
-    if a < 0.0:
-        return -1.0
-    if a == 0.0:
+def _sum(xs: tuple[Value, ...]) -> float:
+    if not xs:
         return 0.0
-    return _NAN
+    out = xs[0]._data
+    for x in xs[1:]:
+        out = out + x._data
+    return out
 
 
-def _fmt(x: float) -> str:
-    return repr(x)
+def _sum_backward(v: Value) -> None:
+    g = v._grad
+    for x in v._prev:
+        x._grad += g
 
 
-def _fmt_const(c: float) -> str:
-    if math.isfinite(c) and c == int(c) and abs(c) < 1e15:
-        return str(int(c))
-    return repr(c)
+def _dot(wx: tuple[Value, ...]) -> float:
+    n = len(wx) // 2
+    if n == 0:
+        return 0.0
+    out = wx[0]._data * wx[n]._data
+    for i in range(1, n):
+        out = out + wx[i]._data * wx[n + i]._data
+    return out
+
+
+def _dot_backward(v: Value) -> None:
+    g = v._grad
+    n = len(v._prev) // 2
+    for w, x in zip(v._prev[:n], v._prev[n:]):
+        w._grad += g * x._data
+        x._grad += g * w._data
+
+
+_SUM.replay, _SUM.backward = lambda v: _sum(v._prev), _sum_backward
+_DOT.replay, _DOT.backward = lambda v: _dot(v._prev), _dot_backward
+
+
+# ---- making nodes ------------------------------------------------------------------
+
+_new = object.__new__
+
+
+def _node(op: Op, prev: tuple, data: float) -> Value:
+    v = _new(Value)
+    v._data = data
+    v._grad = 0.0
+    v._label = ""
+    v._prev = prev
+    v._op_row = op
+    v._c = ()
+    return v
+
+
+def _leaf(x: float) -> Value:
+    return _node(_LEAF, (), x)
+
+
+def _leaf_copy(data: float, grad: float, label: str) -> Value:
+    v = Value(data, label)
+    v._grad = grad
+    return v
+
+
+def _nary(op: Op, xs: tuple[Value, ...], out: float) -> Value:
+    if _anomaly and not math.isfinite(out):
+        _forward_anomaly(op.name, xs, out)
+    return _node(op, xs, out)
+
+
+def _operand(symbol: str, x: Any) -> Optional[Value]:  # None: NotImplemented
+    if isinstance(x, Value):
+        return x
+    c = _const(symbol, x)
+    return None if c is None else _leaf(c)
+
+
+def _operators(op: Op, name: str) -> tuple[Callable, Callable]:
+    """``__name__`` and ``__rname__`` of a binary op; numbers become leaves, as in micrograd."""
+    symbol, make = _SYMBOL[op.name], op.make
+
+    def method(self: Value, other: Any) -> Value:
+        o = _operand(symbol, other)
+        return NotImplemented if o is None else make(self, o)
+
+    def reflected(self: Value, other: Any) -> Value:
+        o = _operand(symbol, other)
+        return NotImplemented if o is None else make(o, self)
+
+    method.__name__, reflected.__name__ = f"__{name}__", f"__r{name}__"
+    return method, reflected
+
+
+def _method(op: Op, name: str, doc: str) -> Callable[[Value], Value]:
+    """A unary op as a method."""
+    make = op.make
+
+    def method(self: Value) -> Value:
+        return make(self)
+
+    method.__name__, method.__doc__ = name, doc
+    return method
+
+
+def _comparison(compare: Callable[[float, Any], bool]) -> Callable:
+    """A comparison of data with a Value or a number (Values hash by identity)."""
+
+    def method(self: Value, other: Any) -> Any:
+        y = other._data if isinstance(other, Value) else _convert.compared(other)
+        return NotImplemented if y is None else compare(self._data, y)
+
+    method.__name__ = f"__{compare.__name__}__"
+    return method
 
 
 # ---- the Value class -----------------------------------------------------------
@@ -155,18 +220,16 @@ class Value:
     ``_op`` and ``_prev`` name the op and its operands as micrograd does.
     """
 
-    __slots__ = ("_data", "_grad", "_label", "_prev", "_kind", "_c")
+    __slots__ = ("_data", "_grad", "_label", "_prev", "_op_row", "_c")
     _backend = "reference"
 
     def __init__(self, data: Any, label: str = "") -> None:
         self._data = _number("Value()", "data", data)
         self._grad = 0.0
-        self._label = _check_label(label)
+        self._label = _convert.label(label)
         self._prev: tuple[Value, ...] = ()
-        self._kind = "leaf"
+        self._op_row = _LEAF
         self._c: tuple[float, ...] = ()
-
-    # -- attributes --
 
     @property
     def data(self) -> float:
@@ -192,17 +255,22 @@ class Value:
 
     @label.setter
     def label(self, label: str) -> None:
-        self._label = _check_label(label)
+        self._label = _convert.label(label)
 
     @property
     def _op(self) -> str:
         """The op that made this node, as micrograd names it (``"+"``, ``"**2"``, ``"ReLU"``)."""
-        k = self._kind
-        if k == "pow_const":
+        op = self._op_row
+        if op is _POW_CONST:
             return "**" + _fmt_const(self._c[0])
-        if k == "rpow_const":
+        if op is _RPOW_CONST:
             return _fmt_const(self._c[0]) + "**"
-        return _SYMBOL.get(k, k)
+        return _SYMBOL.get(op.name, op.name)
+
+    @property
+    def _kind(self) -> str:
+        """The op's kind name (``"add"``, ``"pow_const"``, ...), as in ``OPS``."""
+        return self._op_row.name
 
     @property
     def _consts(self) -> list[float]:
@@ -229,103 +297,31 @@ class Value:
 
     # Identity for hashing (a Value is a dict key by node); comparisons by data.
     __hash__ = object.__hash__
+    __eq__ = _comparison(operator.eq)
+    __ne__ = _comparison(operator.ne)
+    __lt__ = _comparison(operator.lt)
+    __le__ = _comparison(operator.le)
+    __gt__ = _comparison(operator.gt)
+    __ge__ = _comparison(operator.ge)
 
-    def __eq__(self, other: object) -> Any:
-        y = _compare_operand(other)
-        return NotImplemented if y is None else self._data == y
-
-    def __ne__(self, other: object) -> Any:
-        y = _compare_operand(other)
-        return NotImplemented if y is None else self._data != y
-
-    def __lt__(self, other: object) -> Any:
-        y = _compare_operand(other)
-        return NotImplemented if y is None else self._data < y
-
-    def __le__(self, other: object) -> Any:
-        y = _compare_operand(other)
-        return NotImplemented if y is None else self._data <= y
-
-    def __gt__(self, other: object) -> Any:
-        y = _compare_operand(other)
-        return NotImplemented if y is None else self._data > y
-
-    def __ge__(self, other: object) -> Any:
-        y = _compare_operand(other)
-        return NotImplemented if y is None else self._data >= y
-
-    # -- binary ops: numbers become leaves, as in micrograd --
-
-    def __add__(self, other: Any) -> Value:
-        o = _operand("+", other)
-        if o is None:
-            return NotImplemented
-        return _binary("add", self, o, self._data + o._data)
-
-    def __radd__(self, other: Any) -> Value:
-        o = _operand("+", other)
-        if o is None:
-            return NotImplemented
-        return _binary("add", o, self, o._data + self._data)
-
-    def __sub__(self, other: Any) -> Value:
-        o = _operand("-", other)
-        if o is None:
-            return NotImplemented
-        return _binary("sub", self, o, self._data - o._data)
-
-    def __rsub__(self, other: Any) -> Value:
-        o = _operand("-", other)
-        if o is None:
-            return NotImplemented
-        return _binary("sub", o, self, o._data - self._data)
-
-    def __mul__(self, other: Any) -> Value:
-        o = _operand("*", other)
-        if o is None:
-            return NotImplemented
-        return _binary("mul", self, o, self._data * o._data)
-
-    def __rmul__(self, other: Any) -> Value:
-        o = _operand("*", other)
-        if o is None:
-            return NotImplemented
-        return _binary("mul", o, self, o._data * self._data)
-
-    def __truediv__(self, other: Any) -> Value:
-        o = _operand("/", other)
-        if o is None:
-            return NotImplemented
-        return _binary("div", self, o, _div(self._data, o._data))
-
-    def __rtruediv__(self, other: Any) -> Value:
-        o = _operand("/", other)
-        if o is None:
-            return NotImplemented
-        return _binary("div", o, self, _div(o._data, self._data))
+    __add__, __radd__ = _operators(_ADD, "add")
+    __sub__, __rsub__ = _operators(_SUB, "sub")
+    __mul__, __rmul__ = _operators(_MUL, "mul")
+    __truediv__, __rtruediv__ = _operators(_DIV, "truediv")
 
     def __pow__(self, other: Any, modulo: Optional[Any] = None) -> Value:
         if modulo is not None:
             return NotImplemented
         if isinstance(other, Value):
-            return _binary("pow", self, other, _pow(self._data, other._data))
+            return _POW.make(self, other)
         c = _const("**", other)
-        if c is None:
-            return NotImplemented
-        return _unary("pow_const", self, _pow(self._data, c), (c,))
+        return NotImplemented if c is None else _POW_CONST.make(self, c)
 
     def __rpow__(self, other: Any, modulo: Optional[Any] = None) -> Value:
         if modulo is not None:
             return NotImplemented
         c = _const("**", other)
-        if c is None:
-            return NotImplemented
-        return _unary("rpow_const", self, _pow(c, self._data), (c,))
-
-    # -- unary ops --
-
-    def __neg__(self) -> Value:
-        return _unary("neg", self, -self._data)
+        return NotImplemented if c is None else _RPOW_CONST.make(self, c)
 
     def __pos__(self) -> Value:
         return self
@@ -333,40 +329,18 @@ class Value:
     def __abs__(self) -> Value:
         return self.abs()
 
-    def exp(self) -> Value:
-        """``exp(x)``."""
-        return _unary("exp", self, _exp(self._data))
-
-    def log(self) -> Value:
-        """Natural logarithm; ``log(0) = -inf``, ``log(-1) = nan``."""
-        return _unary("log", self, _log(self._data))
-
-    def tanh(self) -> Value:
-        """Hyperbolic tangent."""
-        return _unary("tanh", self, math.tanh(self._data))
-
-    def sigmoid(self) -> Value:
-        """``1 / (1 + exp(-x))``."""
-        return _unary("sigmoid", self, 1.0 / (1.0 + _exp(-self._data)))
-
-    def relu(self) -> Value:
-        """``max(x, 0)``; NaN stays NaN."""
-        a = self._data
-        return _unary("relu", self, 0.0 if a < 0.0 else a)
-
-    def abs(self) -> Value:
-        """``|x|``, with gradient ``sign(x)`` (0 at 0)."""
-        return _unary("abs", self, math.fabs(self._data))
+    __neg__ = _method(_NEG, "__neg__", "``-x``.")
+    abs = _method(_ABS, "abs", "``|x|``, with gradient ``sign(x)`` (0 at 0).")
+    exp = _method(_EXP, "exp", "``exp(x)``.")
+    log = _method(_LOG, "log", "Natural logarithm; ``log(0) = -inf``, ``log(-1) = nan``.")
+    tanh = _method(_TANH, "tanh", "Hyperbolic tangent.")
+    sigmoid = _method(_SIGMOID, "sigmoid", "``1 / (1 + exp(-x))``.")
+    relu = _method(_RELU, "relu", "``max(x, 0)``; NaN stays NaN.")
 
     def clamp(self, lo: Any, hi: Any) -> Value:
         """``min(max(x, lo), hi)``; the gradient passes where ``lo <= x <= hi``."""
-        lo = _number("clamp", "lo", lo)
-        hi = _number("clamp", "hi", hi)
-        if not lo <= hi:
-            raise ValueError(f"clamp: need lo <= hi, got lo={_fmt(lo)} and hi={_fmt(hi)}")
-        return _unary("clamp", self, min(max(self._data, lo), hi), (lo, hi))
-
-    # -- backward --
+        lo, hi = _convert.bounds(lo, hi)
+        return _CLAMP.make(self, lo, hi)
 
     def backward(self) -> None:
         """Adds d(self)/d(node) into the ``grad`` of every node this one depends on,
@@ -376,167 +350,21 @@ class Value:
         _sweep(order)
 
 
-# ---- construction helpers ----------------------------------------------------------
-
-_new = object.__new__
-
-
-def _node(kind: str, prev: tuple, data: float, c: tuple = ()) -> Value:
-    v = _new(Value)
-    v._data = data
-    v._grad = 0.0
-    v._label = ""
-    v._prev = prev
-    v._kind = kind
-    v._c = c
-    return v
-
-
-def _leaf_copy(data: float, grad: float, label: str) -> Value:
-    v = Value(data, label)
-    v._grad = grad
-    return v
-
-
-def _leaf(x: float) -> Value:
-    return _node("leaf", (), x)
-
-
-def _binary(kind: str, a: Value, b: Value, out: float) -> Value:
-    if _anomaly and not math.isfinite(out):
-        _forward_anomaly(_SYMBOL[kind], (a, b), out)
-    return _node(kind, (a, b), out)
-
-
-def _unary(kind: str, a: Value, out: float, c: tuple = ()) -> Value:
-    if _anomaly and not math.isfinite(out):
-        _forward_anomaly(kind, (a,), out)
-    return _node(kind, (a,), out, c)
-
-
-def _check_label(label: Any) -> str:
-    if not isinstance(label, str):
-        raise TypeError(f"label must be a str, got {type(label).__name__}")
-    if not label.isascii():
-        label.encode("utf-8")  # as the rust backend, which stores labels as UTF-8
-    return label
-
-
-def _number(op: str, what: str, x: Any) -> float:
-    """A Python number as float: float, int or anything with ``__float__``."""
-    if type(x) is float:
-        return x
-    if isinstance(x, Value) or getattr(type(x), "_backend", None) is not None:
-        raise TypeError(f"{op}: {what} must be a number, not a Value")
-    if not isinstance(x, (str, bytes)):
-        try:
-            return float(x)
-        except OverflowError:
-            raise ValueError(f"{op}: integer {x} is too large to convert to float") from None
-        except (TypeError, ValueError):
-            pass
-    raise TypeError(f"{op}: {what} must be a number, got {type(x).__name__}")
-
-
-def _const(op: str, x: Any) -> Optional[float]:
-    """A number operand of ``op`` as float; None if ``x`` is not a number."""
-    tx = type(x)
-    if tx is float:
-        return x
-    if tx is int or isinstance(x, int):
-        try:
-            return float(x)
-        except OverflowError:
-            raise ValueError(f"{op}: integer {x} is too large to convert to float") from None
-    if getattr(tx, "_backend", None) is not None:
-        raise TypeError(
-            f"{op}: cannot combine a reference Value with a rust Value; "
-            "build both operands on one backend"
-        )
-    if x is None or isinstance(x, _CONTAINERS):
-        # Builtin containers would otherwise meet Python's sequence-repeat fallback
-        # ("can't multiply sequence by non-int"), which hides the op; say it plainly.
-        # Other types get NotImplemented, so NumPy arrays and friends can take over.
-        raise TypeError(f"unsupported operand type(s) for {op}: 'Value' and '{tx.__name__}'")
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return None
-
-
-_CONTAINERS = (str, bytes, list, tuple, dict, set, frozenset)
-
-
-def _operand(op: str, x: Any) -> Optional[Value]:
-    """A Value operand, a number wrapped as a leaf, or None (NotImplemented)."""
-    if isinstance(x, Value):
-        return x
-    c = _const(op, x)
-    return None if c is None else _leaf(c)
-
-
-def _compare_operand(x: Any) -> Any:
-    if isinstance(x, Value):
-        return x._data
-    if isinstance(x, int):
-        return x  # compared exactly, as Python compares a float with an int
-    if isinstance(x, (str, bytes)):
-        return None
-    try:
-        return float(x)
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
-def _collect(op: str, items: Iterable[Any]) -> list[Value]:
-    out = []
-    for i, x in enumerate(items):
-        if isinstance(x, Value):
-            out.append(x)
-            continue
-        if getattr(type(x), "_backend", None) is not None:
-            _const(op, x)  # raises the mixed-backends error
-        try:
-            out.append(_leaf(_number(op, f"element {i}", x)))
-        except TypeError:
-            raise TypeError(
-                f"{op}: element {i} must be a Value or a number, got {type(x).__name__}"
-            ) from None
-    return out
+# ---- n-ary builders and bulk access ------------------------------------------------
 
 
 def sum(values: Iterable[Any], start: Any = None) -> Value:  # noqa: A001 (mirrors builtins.sum)
     """One n-ary node ``((x1 + x2) + x3) + ...``; with ``start``, it is the first
     operand (as in Python's ``sum(values, start)``). Empty: 0.0."""
-    xs = _collect("sum", ([start] if start is not None else []))
-    xs += _collect("sum", values)
-    out = 0.0
-    if xs:
-        out = xs[0]._data
-        for x in xs[1:]:
-            out = out + x._data
-    if _anomaly and not math.isfinite(out):
-        _forward_anomaly("sum", xs, out)
-    return _node("sum", tuple(xs), out)
+    first = _convert.operands("sum", [start] if start is not None else [], Value, _leaf)
+    xs = tuple(first + _convert.operands("sum", values, Value, _leaf))
+    return _nary(_SUM, xs, _sum(xs))
 
 
 def dot(ws: Iterable[Any], xs: Iterable[Any]) -> Value:
     """One n-ary node ``((w1*x1 + w2*x2) + w3*x3) + ...``; operands ``w1..wn, x1..xn``."""
-    w = _collect("dot", ws)
-    x = _collect("dot", xs)
-    if len(w) != len(x):
-        raise ValueError(f"dot: ws and xs differ in length ({len(w)} and {len(x)})")
-    out = 0.0
-    if w:
-        out = w[0]._data * x[0]._data
-        for i in range(1, len(w)):
-            out = out + w[i]._data * x[i]._data
-    if _anomaly and not math.isfinite(out):
-        _forward_anomaly("dot", w + x, out)
-    return _node("dot", tuple(w) + tuple(x), out)
-
-
-_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "linear": None}
+    wx = _convert.dot_operands(ws, xs, Value, _leaf)
+    return _nary(_DOT, wx, _dot(wx))
 
 
 def layer(
@@ -544,21 +372,11 @@ def layer(
 ) -> list[Value]:
     """A dense layer in one call: ``[act(dot(w, x) + b) for w, b in zip(ws, bs)]``,
     the nodes ``Neuron`` builds one by one. Numbers in ``x`` become leaves once."""
-    if activation not in _ACTIVATIONS:
-        raise ValueError(
-            f"layer: unknown activation {activation!r}; expected relu, tanh, sigmoid or linear"
-        )
-    xs = _collect("layer", x)
+    act = _convert.activation(activation)
+    xs = _convert.operands("layer", x, Value, _leaf)
     rows = [list(w) for w in ws]
     biases = list(bs)
-    for w in rows:
-        if len(w) != len(xs) or not all(isinstance(v, Value) for v in w):
-            raise ValueError(
-                f"layer: each weight row must hold {len(xs)} Values (one per input), got {len(w)}"
-            )
-    if len(biases) != len(rows) or not all(isinstance(b, Value) for b in biases):
-        raise ValueError(f"layer: need one bias Value per neuron ({len(rows)}), got {len(biases)}")
-    act = _ACTIVATIONS[activation]
+    _convert.layer_shapes(rows, biases, len(xs), Value)
     outs = []
     for w, b in zip(rows, biases):
         out = dot(w, xs) + b
@@ -568,33 +386,22 @@ def layer(
 
 def get_data(values: Iterable[Value]) -> list[float]:
     """The ``data`` of many Values."""
-    return [v._data for v in _values("get_data", values)]
+    return [v._data for v in _convert.nodes("get_data", values, Value)]
 
 
 def get_grad(values: Iterable[Value]) -> list[float]:
     """The ``grad`` of many Values."""
-    return [v._grad for v in _values("get_grad", values)]
+    return [v._grad for v in _convert.nodes("get_grad", values, Value)]
 
 
 def set_data(values: Iterable[Value], data: Iterable[float]) -> None:
     """Sets the ``data`` of many Values; checks everything first."""
-    vs = _values("set_data", values)
-    xs = [float(x) for x in data]
-    if len(vs) != len(xs):
-        raise ValueError(f"set_data: {len(vs)} values but {len(xs)} numbers")
-    for v, x in zip(vs, xs):
+    vs = _convert.nodes("set_data", values, Value)
+    for v, x in zip(vs, _convert.floats("set_data", len(vs), data)):
         v._data = x
 
 
-def _values(op: str, values: Iterable[Any]) -> list[Value]:
-    out = list(values)
-    for i, v in enumerate(out):
-        if not isinstance(v, Value):
-            raise TypeError(f"{op}: element {i} must be a reference Value, got {type(v).__name__}")
-    return out
-
-
-# ---- backward: one function per row of the op table ----------------------------
+# ---- backward and replay: the one place where gradients are added ------------------
 
 
 def _order(root: Value) -> list[Value]:
@@ -619,183 +426,14 @@ def _order(root: Value) -> list[Value]:
 
 
 def _sweep(order: list[Value]) -> None:
-    check = _anomaly
+    """Adds every node's contributions into its operands' gradients, in ``order``."""
+    check, leaf = _anomaly, _LEAF
     for v in order:
-        k = v._kind
-        if k != "leaf":
-            _BACKWARD[k](v)
+        op = v._op_row
+        if op is not leaf:
+            op.backward(v)
             if check:
-                _check_grads(v)
-
-
-def _bw_add(v: Value) -> None:
-    a, b = v._prev
-    g = v._grad
-    a._grad += g
-    b._grad += g
-
-
-def _bw_sub(v: Value) -> None:
-    a, b = v._prev
-    g = v._grad
-    a._grad += g
-    b._grad += -g
-
-
-def _bw_mul(v: Value) -> None:
-    a, b = v._prev
-    g = v._grad
-    a._grad += g * b._data
-    b._grad += g * a._data
-
-
-def _bw_div(v: Value) -> None:
-    a, b = v._prev
-    g = v._grad
-    a._grad += _div(g, b._data)
-    b._grad += _div(-g * v._data, b._data)
-
-
-def _bw_neg(v: Value) -> None:
-    v._prev[0]._grad += -v._grad
-
-
-def _bw_pow_const(v: Value) -> None:
-    (a,) = v._prev
-    c = v._c[0]
-    a._grad += v._grad * (c * _pow(a._data, c - 1.0))
-
-
-def _bw_rpow_const(v: Value) -> None:
-    v._prev[0]._grad += v._grad * (v._data * _log(v._c[0]))
-
-
-def _bw_pow(v: Value) -> None:
-    a, b = v._prev
-    g = v._grad
-    x, y = a._data, b._data
-    a._grad += g * (y * _pow(x, y - 1.0))
-    b._grad += g * (v._data * _log(x))
-
-
-def _bw_exp(v: Value) -> None:
-    v._prev[0]._grad += v._grad * v._data
-
-
-def _bw_log(v: Value) -> None:
-    (a,) = v._prev
-    a._grad += _div(v._grad, a._data)
-
-
-def _bw_tanh(v: Value) -> None:
-    out = v._data
-    v._prev[0]._grad += v._grad * (1.0 - out * out)
-
-
-def _bw_sigmoid(v: Value) -> None:
-    out = v._data
-    v._prev[0]._grad += v._grad * (out * (1.0 - out))
-
-
-def _bw_relu(v: Value) -> None:
-    v._prev[0]._grad += v._grad * (1.0 if v._data > 0.0 else 0.0)
-
-
-def _bw_abs(v: Value) -> None:
-    (a,) = v._prev
-    a._grad += v._grad * _sign(a._data)
-
-
-def _bw_clamp(v: Value) -> None:
-    (a,) = v._prev
-    lo, hi = v._c
-    a._grad += v._grad * (1.0 if lo <= a._data <= hi else 0.0)
-
-
-def _bw_sum(v: Value) -> None:
-    g = v._grad
-    for x in v._prev:
-        x._grad += g
-
-
-def _bw_dot(v: Value) -> None:
-    g = v._grad
-    prev = v._prev
-    n = len(prev) // 2
-    for i in range(n):
-        w, x = prev[i], prev[n + i]
-        w._grad += g * x._data
-        x._grad += g * w._data
-
-
-_BACKWARD: dict[str, Callable[[Value], None]] = {
-    "add": _bw_add,
-    "sub": _bw_sub,
-    "mul": _bw_mul,
-    "div": _bw_div,
-    "neg": _bw_neg,
-    "pow_const": _bw_pow_const,
-    "rpow_const": _bw_rpow_const,
-    "pow": _bw_pow,
-    "exp": _bw_exp,
-    "log": _bw_log,
-    "tanh": _bw_tanh,
-    "sigmoid": _bw_sigmoid,
-    "relu": _bw_relu,
-    "abs": _bw_abs,
-    "clamp": _bw_clamp,
-    "sum": _bw_sum,
-    "dot": _bw_dot,
-}
-
-
-# ---- replay: forward of every row of the op table, from the operands' values ----
-
-
-def _fw_sum(v: Value) -> float:
-    prev = v._prev
-    if not prev:
-        return 0.0
-    out = prev[0]._data
-    for x in prev[1:]:
-        out = out + x._data
-    return out
-
-
-def _fw_dot(v: Value) -> float:
-    prev = v._prev
-    n = len(prev) // 2
-    if n == 0:
-        return 0.0
-    out = prev[0]._data * prev[n]._data
-    for i in range(1, n):
-        out = out + prev[i]._data * prev[n + i]._data
-    return out
-
-
-def _relu(a: float) -> float:
-    return 0.0 if a < 0.0 else a
-
-
-_FORWARD: dict[str, Callable[[Value], float]] = {
-    "add": lambda v: v._prev[0]._data + v._prev[1]._data,
-    "sub": lambda v: v._prev[0]._data - v._prev[1]._data,
-    "mul": lambda v: v._prev[0]._data * v._prev[1]._data,
-    "div": lambda v: _div(v._prev[0]._data, v._prev[1]._data),
-    "neg": lambda v: -v._prev[0]._data,
-    "pow_const": lambda v: _pow(v._prev[0]._data, v._c[0]),
-    "rpow_const": lambda v: _pow(v._c[0], v._prev[0]._data),
-    "pow": lambda v: _pow(v._prev[0]._data, v._prev[1]._data),
-    "exp": lambda v: _exp(v._prev[0]._data),
-    "log": lambda v: _log(v._prev[0]._data),
-    "tanh": lambda v: math.tanh(v._prev[0]._data),
-    "sigmoid": lambda v: 1.0 / (1.0 + _exp(-v._prev[0]._data)),
-    "relu": lambda v: _relu(v._prev[0]._data),
-    "abs": lambda v: math.fabs(v._prev[0]._data),
-    "clamp": lambda v: min(max(v._prev[0]._data, v._c[0]), v._c[1]),
-    "sum": _fw_sum,
-    "dot": _fw_dot,
-}
+                _convert.check_grads(v, op.name)
 
 
 class Tape:
@@ -820,13 +458,13 @@ class Tape:
 
     def forward(self) -> None:
         """Recomputes every node from the current leaf values."""
-        check = _anomaly
+        check, leaf = _anomaly, _LEAF
         for v in reversed(self._order):
-            k = v._kind
-            if k != "leaf":
-                out = v._data = _FORWARD[k](v)
+            op = v._op_row
+            if op is not leaf:
+                out = v._data = op.replay(v)
                 if check and not math.isfinite(out):
-                    _forward_anomaly(k, v._prev, out)
+                    _forward_anomaly(op.name, v._prev, out)
 
     def zero_grad(self) -> None:
         """Sets the gradient of every recorded node (parameters included) to 0."""
@@ -849,26 +487,7 @@ class Tape:
         return self._order[0]._data
 
 
-# ---- anomaly messages ------------------------------------------------------------
-
-
-def _describe(v: Value) -> str:
-    return f"{v._label}={_fmt(v._data)}" if v._label else _fmt(v._data)
-
-
-def _forward_anomaly(name: str, operands: Iterable[Value], out: float) -> None:
-    args = ", ".join(_describe(v) for v in operands)
-    raise FloatingPointError(f"detect_anomaly: {name} produced {_fmt(out)} from operands ({args})")
-
-
-def _check_grads(v: Value) -> None:
-    for x in v._prev:
-        if not math.isfinite(x._grad):
-            args = ", ".join(_describe(p) for p in v._prev)
-            raise FloatingPointError(
-                f"detect_anomaly: backward of {v._kind} gave gradient {_fmt(x._grad)} "
-                f"to operand {_describe(x)} (operands: {args})"
-            )
-
-
-del _builtin_sum
+def _fmt_const(c: float) -> str:
+    if math.isfinite(c) and c == int(c) and abs(c) < 1e15:
+        return str(int(c))
+    return repr(c)
