@@ -95,7 +95,8 @@ _optable.compile_rows(_TABLE, _SYMBOL, globals())
 OPS = tuple(op.name for op in _TABLE)
 
 
-def _sum(xs: tuple[Value, ...]) -> float:
+def _sum(v: Value) -> float:
+    xs = v._prev
     if not xs:
         return 0.0
     out = xs[0]._data
@@ -110,7 +111,8 @@ def _sum_backward(v: Value) -> None:
         x._grad += g
 
 
-def _dot(wx: tuple[Value, ...]) -> float:
+def _dot(v: Value) -> float:
+    wx = v._prev
     n = len(wx) // 2
     if n == 0:
         return 0.0
@@ -128,8 +130,8 @@ def _dot_backward(v: Value) -> None:
         x._grad += g * w._data
 
 
-_SUM.replay, _SUM.backward = lambda v: _sum(v._prev), _sum_backward
-_DOT.replay, _DOT.backward = lambda v: _dot(v._prev), _dot_backward
+_SUM.replay, _SUM.backward = _sum, _sum_backward
+_DOT.replay, _DOT.backward = _dot, _dot_backward
 
 
 # ---- making nodes ------------------------------------------------------------------
@@ -137,19 +139,15 @@ _DOT.replay, _DOT.backward = lambda v: _dot(v._prev), _dot_backward
 _new = object.__new__
 
 
-def _node(op: Op, prev: tuple, data: float) -> Value:
+def _leaf(x: float) -> Value:
     v = _new(Value)
-    v._data = data
+    v._data = x
     v._grad = 0.0
     v._label = ""
-    v._prev = prev
-    v._op_row = op
+    v._prev = ()
+    v._op_row = _LEAF
     v._c = ()
     return v
-
-
-def _leaf(x: float) -> Value:
-    return _node(_LEAF, (), x)
 
 
 def _leaf_copy(data: float, grad: float, label: str) -> Value:
@@ -158,10 +156,18 @@ def _leaf_copy(data: float, grad: float, label: str) -> Value:
     return v
 
 
-def _nary(op: Op, xs: tuple[Value, ...], out: float) -> Value:
+def _nary(op: Op, xs: tuple[Value, ...]) -> Value:
+    """A sum or dot node (the unary and binary ops' ``make`` is written from the table)."""
+    v = _new(Value)
+    v._grad = 0.0
+    v._label = ""
+    v._prev = xs
+    v._op_row = op
+    v._c = ()
+    out = v._data = op.replay(v)
     if _anomaly and not math.isfinite(out):
         _forward_anomaly(op.name, xs, out)
-    return _node(op, xs, out)
+    return v
 
 
 def _operand(symbol: str, x: Any) -> Optional[Value]:  # None: NotImplemented
@@ -358,13 +364,13 @@ def sum(values: Iterable[Any], start: Any = None) -> Value:  # noqa: A001 (mirro
     operand (as in Python's ``sum(values, start)``). Empty: 0.0."""
     first = _convert.operands("sum", [start] if start is not None else [], Value, _leaf)
     xs = tuple(first + _convert.operands("sum", values, Value, _leaf))
-    return _nary(_SUM, xs, _sum(xs))
+    return _nary(_SUM, xs)
 
 
 def dot(ws: Iterable[Any], xs: Iterable[Any]) -> Value:
     """One n-ary node ``((w1*x1 + w2*x2) + w3*x3) + ...``; operands ``w1..wn, x1..xn``."""
     wx = _convert.dot_operands(ws, xs, Value, _leaf)
-    return _nary(_DOT, wx, _dot(wx))
+    return _nary(_DOT, wx)
 
 
 def layer(
