@@ -1,5 +1,5 @@
 //! With the Python bindings: the `cfg`s PyO3 sets for the interpreter being built
-//! for (`Py_GIL_DISABLED` and friends), so `bindings.rs` can refuse free-threaded
+//! for (`Py_GIL_DISABLED` and friends), so `bindings/mod.rs` can refuse free-threaded
 //! Python at compile time.
 
 fn main() {

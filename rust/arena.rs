@@ -42,7 +42,8 @@ pub struct Arena {
     /// Visit stamps for graph walks (see `backward`), so a walk needs no set.
     pub(crate) mark: Vec<u32>,
     pub(crate) epoch: u32,
-    /// An opaque token for the node's canonical Python handle (0 when none).
+    /// An opaque token for the node's canonical Python handle (0 when none): kept
+    /// with the node so `_prev` gives the same node back as the same object without a lookup.
     handle: Vec<usize>,
     /// The first free slot (`NONE` when there is none); each links the next in `a`.
     free_head: NodeId,

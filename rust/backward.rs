@@ -141,24 +141,8 @@ pub fn backprop(ar: &mut Arena, id: NodeId) {
         Op::Mul => backprop_binary(ar, i, Op::Mul, g, out),
         Op::Div => backprop_binary(ar, i, Op::Div, g, out),
         Op::Pow => backprop_binary(ar, i, Op::Pow, g, out),
-        Op::Sum => {
-            let Arena { edges, grad, .. } = ar;
-            for &x in &edges[ar.a[i] as usize] {
-                grad[x as usize] += g;
-            }
-        }
-        Op::Dot => {
-            let Arena {
-                edges, grad, data, ..
-            } = ar;
-            let ids = &edges[ar.a[i] as usize];
-            let (ws, xs) = ids.split_at(ids.len() / 2);
-            for (&w, &x) in ws.iter().zip(xs) {
-                let (w, x) = (w as usize, x as usize);
-                grad[w] += g * data[x];
-                grad[x] += g * data[w];
-            }
-        }
+        Op::Sum => backprop_nary(ar, i, Op::Sum, g),
+        Op::Dot => backprop_nary(ar, i, Op::Dot, g),
         _ => {
             let a = ar.a[i] as usize;
             let c = if op.has_consts() {
@@ -169,6 +153,14 @@ pub fn backprop(ar: &mut Arena, id: NodeId) {
             ar.grad[a] += ops::unary_grad(op, g, ar.data[a], out, c);
         }
     }
+}
+
+#[inline(always)]
+fn backprop_nary(ar: &mut Arena, i: usize, op: Op, g: f64) {
+    let Arena {
+        edges, grad, data, ..
+    } = ar;
+    ops::nary_grad(op, g, &edges[ar.a[i] as usize], data, grad);
 }
 
 #[inline(always)]

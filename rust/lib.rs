@@ -6,6 +6,7 @@
 
 pub mod arena;
 pub mod backward;
+pub mod lanes;
 pub mod ops;
 pub mod optim;
 pub mod replay;

@@ -191,6 +191,28 @@ pub fn dot(pairs: impl Iterator<Item = (f64, f64)>) -> f64 {
     }
 }
 
+/// The operands of a `dot` node, stored `w1..wn, x1..xn`, as `(ws, xs)`.
+#[inline(always)]
+pub fn split_dot<T>(operands: &[T]) -> (&[T], &[T]) {
+    operands.split_at(operands.len() / 2)
+}
+
+/// Forward of an n-ary op (`sum` or `dot`) over its operands' slots in `data`.
+#[inline(always)]
+pub fn nary(op: Op, operands: &[u32], data: &[f64]) -> f64 {
+    match op {
+        Op::Sum => sum(operands.iter().map(|&x| data[x as usize])),
+        Op::Dot => {
+            let (ws, xs) = split_dot(operands);
+            dot(ws
+                .iter()
+                .zip(xs)
+                .map(|(&w, &x)| (data[w as usize], data[x as usize])))
+        }
+        _ => unreachable!("{op:?} is not n-ary"),
+    }
+}
+
 // ---- backward --------------------------------------------------------------
 
 /// The contributions `(to a, to b)` of a binary op, given the output gradient `g`.
@@ -225,6 +247,30 @@ pub fn unary_grad(op: Op, g: f64, a: f64, out: f64, c: [f64; 2]) -> f64 {
         Op::Abs => g * sign(a),
         Op::Clamp => g * (if c[0] <= a && a <= c[1] { 1.0 } else { 0.0 }),
         _ => unreachable!("{op:?} is not unary"),
+    }
+}
+
+/// Backward of an n-ary op: adds its contributions, given the output gradient `g`,
+/// to the `grad` of its operands' slots (values read from `data`).
+#[inline(always)]
+pub fn nary_grad(op: Op, g: f64, operands: &[u32], data: &[f64], grad: &mut [f64]) {
+    match op {
+        // d/dxk sum = 1
+        Op::Sum => {
+            for &x in operands {
+                grad[x as usize] += g;
+            }
+        }
+        // d/dwk dot = xk, d/dxk dot = wk
+        Op::Dot => {
+            let (ws, xs) = split_dot(operands);
+            for (&w, &x) in ws.iter().zip(xs) {
+                let (w, x) = (w as usize, x as usize);
+                grad[w] += g * data[x];
+                grad[x] += g * data[w];
+            }
+        }
+        _ => unreachable!("{op:?} is not n-ary"),
     }
 }
 

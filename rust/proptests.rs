@@ -239,7 +239,7 @@ fn apply(ar: &mut Arena, m: &mut Model, action: &Action) {
         Action::Nary(is_dot, xs) => {
             let xs: Vec<Operand> = xs.iter().map(|x| m.operand(x)).collect();
             let id = if *is_dot {
-                let (ws, vs) = xs.split_at(xs.len() / 2);
+                let (ws, vs) = ops::split_dot(&xs);
                 let vs = &vs[..ws.len()];
                 let want = ar.peek_dot(ws, vs);
                 let id = ar.dot(ws, vs).unwrap();

@@ -157,15 +157,8 @@ impl Compiled {
         for ins in &self.code {
             let (a, b) = (ins.a as usize, ins.b as usize);
             data[ins.out as usize] = match ins.op {
-                Op::Sum => ops::sum(self.args[a..b].iter().map(|&x| data[x as usize])),
-                Op::Dot => {
-                    let (ws, xs) = self.args[a..b].split_at((b - a) / 2);
-                    ops::dot(
-                        ws.iter()
-                            .zip(xs)
-                            .map(|(&w, &x)| (data[w as usize], data[x as usize])),
-                    )
-                }
+                Op::Sum => ops::nary(Op::Sum, &self.args[a..b], &data),
+                Op::Dot => ops::nary(Op::Dot, &self.args[a..b], &data),
                 op if op.is_binary() => ops::binary(op, data[a], data[b]),
                 op => ops::unary(op, data[a], ins.c),
             };
@@ -177,19 +170,8 @@ impl Compiled {
             let (a, b) = (ins.a as usize, ins.b as usize);
             let (g, out) = (grad[ins.out as usize], data[ins.out as usize]);
             match ins.op {
-                Op::Sum => {
-                    for &x in &self.args[a..b] {
-                        grad[x as usize] += g;
-                    }
-                }
-                Op::Dot => {
-                    let (ws, xs) = self.args[a..b].split_at((b - a) / 2);
-                    for (&w, &x) in ws.iter().zip(xs) {
-                        let (w, x) = (w as usize, x as usize);
-                        grad[w] += g * data[x];
-                        grad[x] += g * data[w];
-                    }
-                }
+                Op::Sum => ops::nary_grad(Op::Sum, g, &self.args[a..b], &data, &mut grad),
+                Op::Dot => ops::nary_grad(Op::Dot, g, &self.args[a..b], &data, &mut grad),
                 op if op.is_binary() => {
                     let (ga, gb) = ops::binary_grad(op, g, data[a], data[b], out);
                     grad[a] += ga;
@@ -214,19 +196,7 @@ pub fn recompute(ar: &mut Arena, id: NodeId) {
         Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => {
             ops::binary(op, ar.data[ar.a[i] as usize], ar.data[ar.b[i] as usize])
         }
-        Op::Sum => {
-            let ids = &ar.edges[ar.a[i] as usize];
-            ops::sum(ids.iter().map(|&x| ar.data[x as usize]))
-        }
-        Op::Dot => {
-            let ids = &ar.edges[ar.a[i] as usize];
-            let (ws, xs) = ids.split_at(ids.len() / 2);
-            ops::dot(
-                ws.iter()
-                    .zip(xs)
-                    .map(|(&w, &x)| (ar.data[w as usize], ar.data[x as usize])),
-            )
-        }
+        Op::Sum | Op::Dot => ops::nary(op, &ar.edges[ar.a[i] as usize], &ar.data),
         _ => ops::unary(op, ar.data[ar.a[i] as usize], ar.consts(id)),
     };
     ar.data[i] = out;

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
 import pytest
 import scalargrad
+
+# scikit-learn's estimator checks test array-API dispatch only when SciPy reads
+# this at its import (before any test module imports it); otherwise they skip.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 
 @pytest.fixture(params=scalargrad.BACKENDS)

@@ -174,14 +174,11 @@ def test_hinge_is_micrograds_relu_of_margin(V):
     assert loss.data == sum(r.data for r in ref) * (1.0 / len(ref))
 
 
-def test_hinge_zero_targets_count_as_minus_one(V):
-    scores = [0.25, -0.75, 2.0]
-    zero = losses.hinge(_vals(V, scores), [0, 0, 1])
-    minus = losses.hinge(_vals(V, scores), [-1, -1, 1])
-    assert zero.data == minus.data == pytest.approx((1.25 + 0.25 + 0.0) / 3, rel=REL)
-    s = _vals(V, scores)
-    losses.hinge(s, [0, 0, 1]).backward()
-    assert _grads(s) == pytest.approx([1 / 3, 1 / 3, 0.0], rel=REL)
+def test_hinge_refuses_targets_other_than_plus_minus_one(V):
+    """Labels {0, 1} or {1, 2} given to hinge are a mistake, not a -1 class."""
+    for targets, got in (([0, 0, 1], "0"), ([1, 2, 1], "2")):
+        with pytest.raises(ValueError, match=rf"hinge.*expects targets -1 or \+1, got {got}"):
+            losses.hinge(_vals(V, [0.25, -0.75, 2.0]), targets)
 
 
 def test_hinge_at_the_margin_has_zero_gradient(V):

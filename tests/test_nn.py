@@ -479,15 +479,11 @@ def test_corrupted_file_is_value_error_and_model_untouched(name, tmp_path, corru
 def test_malformed_file_with_valid_checksum_is_value_error(name, tmp_path, edit):
     """A file that passes the checksum but lacks what a model file holds (another
     writer's bug, a hand edit with the checksum recomputed): ``Module.load`` and
-    ``nn.load`` promise ``OSError`` or ``ValueError``.
-
-    LIBRARY BUG (the no-parameters, no-architecture, architecture-not-a-dict and
-    no-layers cases): ``_read``/``load`` index the body without checking, so a
-    ``KeyError``/``AttributeError`` escapes instead of ``ValueError``."""
+    ``nn.load`` promise ``OSError`` or ``ValueError``."""
     path = _saved(name, tmp_path)
     body = json.loads(path.read_text())
     edit(body)
-    body["checksum"] = scalargrad.nn._checksum(body)
+    body["checksum"] = scalargrad.io._checksum(body)
     path.write_text(json.dumps(body))
     m = MLP(2, [3, 1], seed=7, backend=name)
     before = _hexes(m)

@@ -25,6 +25,7 @@ import scalargrad
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scalargrad import _core, nn, reference
+from scalargrad import io as model_io
 from scalargrad.nn import MLP
 from scalargrad.optim import SGD
 
@@ -215,13 +216,13 @@ def test_failed_save_keeps_old_file(backend, tmp_path, monkeypatch, exc, where):
             f.flush()
             raise exc("disk full")
 
-        monkeypatch.setattr(nn.json, "dump", broken)
+        monkeypatch.setattr(model_io.json, "dump", broken)
     else:
 
         def broken_replace(src: Any, dst: Any) -> None:
             raise exc("rename failed")
 
-        monkeypatch.setattr(nn.os, "replace", broken_replace)
+        monkeypatch.setattr(model_io.os, "replace", broken_replace)
 
     with pytest.raises(exc):
         MLP(2, [3, 1], seed=2, backend=backend).save(path)

@@ -5,6 +5,8 @@ progress bar, regression and multi-class losses, and argument checking."""
 from __future__ import annotations
 
 import math
+import re
+import time
 
 import numpy as np
 import pytest
@@ -263,6 +265,180 @@ def test_progress_bar_on_stderr(name, capsys):
     assert capsys.readouterr().err == ""
 
 
+class _SlowSchedule:
+    """Makes each epoch last longer than the bar's redraw interval, so the bar is
+    drawn after every epoch."""
+
+    def step(self, metric: float) -> None:
+        time.sleep(0.12)
+
+
+def _frames(err: str) -> list[str]:
+    return [f for f in re.split(r"[\r\n]", err) if "loss=" in f]
+
+
+def test_progress_bar_shows_the_epoch_whose_loss_it_prints(name, capsys):
+    m = MLP(2, [3, 1], seed=0, backend=name)
+    X = [[0.0, 1.0], [1.0, 0.0]]
+    hist = scalargrad.fit(m, X, [1, -1], epochs=4, progress=True, schedule=_SlowSchedule())
+    frames = _frames(capsys.readouterr().err)
+    shown = set()
+    for f in frames:
+        done = int(re.search(r"(\d+)/4 ", f).group(1))
+        loss = re.search(r"loss=([-\d.]+)", f).group(1)
+        assert done >= 1 and loss == f"{hist.loss[done - 1]:.4f}", f
+        shown.add(done)
+    assert shown == {1, 2, 3, 4}
+
+
+def test_progress_bar_redraws_at_most_ten_times_a_second(name, capsys):
+    m = MLP(1, [1], seed=0, backend=name)
+    t0 = time.perf_counter()
+    scalargrad.fit(m, [[1.0]], [1], loss="mse", epochs=3000, progress=True)
+    elapsed = time.perf_counter() - t0
+    draws = len(_frames(capsys.readouterr().err))
+    assert 1 <= draws <= elapsed / 0.1 + 3
+
+
+# ---- targets checked against the loss --------------------------------------------------------
+
+
+XY4 = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    "loss, y, match",
+    [
+        ("hinge", [1, 2, 1, 2], r"fit: loss 'hinge' expects targets -1 or \+1, got 2 \(2 of 4"),
+        ("hinge", [0, 1, 1, 0], r"expects targets -1 or \+1, got 0"),
+        ("bce", [-1, 1, 1, -1], r"fit: loss 'bce' expects targets 0 or 1, got -1"),
+        ("bce_with_logits", [0.5, 1, 1, 0], r"expects targets 0 or 1, got 0.5"),
+        ("hinge", ["a", "b", "a", "b"], r"expects targets -1 or \+1, got 'a', 'b' \(4 of 4"),
+        (
+            "mse",
+            [1.0, float("nan"), 0.0, 2.0],
+            r"loss 'mse' expects targets finite numbers, got nan",
+        ),
+        ("mse", [1.0, "x", 0.0, 2.0], r"expects targets finite numbers, got 'x'"),
+    ],
+)
+def test_fit_and_evaluate_check_targets_against_the_loss(name, loss, y, match):
+    m = MLP(2, [3, 1], seed=0, backend=name)
+    before = [p.data for p in m.parameters()]
+    with pytest.raises(ValueError, match=match):
+        scalargrad.fit(m, XY4, y, loss=loss, epochs=2, progress=False)
+    with pytest.raises(ValueError, match=match.replace("fit:", "evaluate:")):
+        scalargrad.evaluate(m, XY4, y, loss=loss)
+    assert [p.data for p in m.parameters()] == before
+
+
+def test_softmax_targets_must_be_classes_of_the_model(name):
+    m = MLP(2, [3, 3], seed=0, backend=name)
+    with pytest.raises(
+        ValueError, match=r"expects targets class indices 0..2 \(one per output\), got 3"
+    ):
+        scalargrad.fit(m, XY4, [0, 1, 2, 3], loss="softmax_cross_entropy", progress=False)
+    with pytest.raises(ValueError, match=r"got 1.5"):
+        scalargrad.evaluate(m, XY4, [0, 1.5, 2, 0], loss="cross_entropy")
+    hist = scalargrad.fit(
+        m, XY4, [0.0, 1.0, 2.0, 0.0], loss="cross_entropy", epochs=2, progress=False
+    )
+    assert len(hist.accuracy) == 2
+
+
+@pytest.mark.parametrize(
+    "loss, y", [("hinge", [-1, 1, 1, -1]), ("bce", [0, 1, 1, 0]), ("mse", [0.5, 1, 2, 0])]
+)
+def test_a_column_of_targets_gives_the_same_history(name, loss, y):
+    hists = []
+    for targets in (y, [[t] for t in y], np.array(y, dtype=float).reshape(-1, 1)):
+        m = MLP(2, [3, 1], seed=0, backend=name)
+        hists.append(scalargrad.fit(m, XY4, targets, loss=loss, epochs=5, progress=False))
+    assert hists[0] == hists[1] == hists[2]
+    assert scalargrad.evaluate(
+        m, XY4, np.array(y).reshape(-1, 1), loss=loss
+    ) == scalargrad.evaluate(m, XY4, y, loss=loss)
+
+
+def test_losses_check_their_targets(backend):
+    V = backend.Value
+    preds = [V(0.3), V(-0.2)]
+    with pytest.raises(ValueError, match=r"hinge: loss 'hinge' expects targets -1 or \+1, got 2"):
+        losses.hinge(preds, [1, 2])
+    with pytest.raises(
+        ValueError, match=r"binary_cross_entropy: .* expects targets in \[0, 1\], got -1"
+    ):
+        losses.binary_cross_entropy([V(0.3), V(0.6)], [-1, 1])
+    with pytest.raises(ValueError, match=r"mse: .*finite numbers, got 'a'"):
+        losses.mse(preds, ["a", 1])
+    with pytest.raises(ValueError, match=r"softmax_cross_entropy: .*class indices 0..1 .*got 2"):
+        losses.softmax_cross_entropy([[V(1.0), V(2.0)]], [2])
+    assert losses.hinge(preds, [[1], [-1]]).data == losses.hinge(preds, [1, -1]).data
+
+
+# ---- mistakes with clear messages ---------------------------------------------------------
+
+
+def test_optimizer_given_by_name_is_a_clear_type_error(name):
+    m = MLP(2, [3, 1], seed=0, backend=name)
+    with pytest.raises(TypeError, match=r"fit: optimizer must be an optimizer object .*got 'adam'"):
+        scalargrad.fit(m, XY4, [1, -1, 1, -1], optimizer="adam", progress=False)
+
+
+def test_softmax_cross_entropy_needs_several_outputs(name):
+    m = MLP(2, [3, 1], seed=0, backend=name)
+    msg = r"'softmax_cross_entropy' needs a model with one output per class \(at least 2\), got 1"
+    with pytest.raises(ValueError, match=msg):
+        scalargrad.fit(m, XY4, [0, 1, 1, 0], loss="softmax_cross_entropy", progress=False)
+    with pytest.raises(ValueError, match="each sample needs a list of logits, one per class"):
+        losses.softmax_cross_entropy([m(x) for x in XY4], [0, 1, 1, 0])
+
+
+def test_hinge_needs_one_output(name):
+    m = MLP(2, [3, 3], seed=0, backend=name)
+    with pytest.raises(
+        ValueError, match=r"fit: loss 'hinge' needs a model with 1 output, got 3 outputs"
+    ):
+        scalargrad.fit(m, XY4, [1, -1, 1, -1], loss="hinge", progress=False)
+    with pytest.raises(
+        ValueError, match=r"hinge: each prediction must be one Value .*got a list of 3"
+    ):
+        losses.hinge([m(x) for x in XY4], [1, -1, 1, -1])
+
+
+def test_calling_a_model_on_a_number_names_what_it_expects(name):
+    m = MLP(2, [3, 1], seed=0, backend=name)
+    with pytest.raises(
+        TypeError, match=r"MLP: expects one sample, a list of 2 inputs, got float 1.0"
+    ):
+        m(1.0)
+    with pytest.raises(
+        TypeError, match=r"Neuron: .*got float 1.0; for one input write neuron\(\[x\]\)"
+    ):
+        scalargrad.nn.Neuron(1, backend=name)(1.0)
+    with pytest.raises(ValueError, match="MLP: expected 2 inputs, got 3"):
+        m([1.0, 2.0, 3.0])
+
+
+def test_mlp_with_an_int_for_nouts_names_the_list_it_wants():
+    with pytest.raises(
+        TypeError,
+        match=r"MLP: nouts must be a list of layer sizes such as \[16, 16, 1\], got int 1",
+    ):
+        MLP(2, 1)
+
+
+def test_predict_on_one_sample_says_to_wrap_it(name):
+    m = MLP(2, [3, 1], seed=0, backend=name)
+    X = np.array(XY4)
+    with pytest.raises(
+        ValueError,
+        match=r"predict: each sample of X must have 2 features .*looks like one sample: pass \[x\]",
+    ):
+        scalargrad.predict(m, X[0])
+    assert scalargrad.predict(m, [X[0]]) == scalargrad.predict(m, X)[:1]
+
+
 # ---- predict and evaluate -------------------------------------------------------------------
 
 
@@ -361,15 +537,21 @@ def test_bce_with_logits_and_callable_loss(name):
         ({"epochs": -1}, "epochs"),
         ({"batch_size": 0}, "batch_size"),
         ({"X": [], "y": []}, "empty"),
-        ({"replay": True, "batch_size": 1, "loss": "softmax_cross_entropy"}, "mini-batches"),
+        (
+            {"replay": True, "batch_size": 1, "loss": "softmax_cross_entropy", "nout": 2},
+            "mini-batches",
+        ),
         ({"replay": True, "batch_size": 1, "loss": losses.mse}, "mini-batches"),
     ],
 )
 def test_fit_bad_arguments_raise_value_error(name, kwargs, match):
-    m = MLP(2, [3, 1], seed=0, backend=name)
-    before = [p.data for p in m.parameters()]
     args = {"X": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], "y": [1, -1, 1], **kwargs}
+    nout = args.pop("nout", 1)
     X, y = args.pop("X"), args.pop("y")
+    if nout > 1:
+        y = [1, 0, 1]
+    m = MLP(2, [3, nout], seed=0, backend=name)
+    before = [p.data for p in m.parameters()]
     with pytest.raises(ValueError, match=match):
         scalargrad.fit(m, X, y, progress=False, **args)
     assert [p.data for p in m.parameters()] == before

@@ -15,7 +15,6 @@ import gc
 import importlib
 import math
 import random
-import resource
 import statistics
 import time
 import timeit
@@ -329,8 +328,15 @@ def deep(quick: bool) -> list[Row]:
 
 
 def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
+    """The resident set size in MiB; NaN where it cannot be read (no ``resource``
+    module, as on Windows, or no ``/proc``, as on macOS): the table then shows n/a."""
+    try:
+        import resource  # POSIX only
+
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (ImportError, OSError):
+        return math.nan
     return pages * resource.getpagesize() / 2**20
 
 

@@ -12,14 +12,19 @@ differentiates like any other expression.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
-import scalargrad
+from scalargrad import _backend
+
+if TYPE_CHECKING:
+    from scalargrad._core import Value
 
 __all__ = [
     "binary_cross_entropy",
     "bce_with_logits",
+    "check_targets",
     "hinge",
     "l2",
     "mse",
@@ -31,7 +36,7 @@ __all__ = [
 def _pairs(name: str, preds: Any, targets: Any) -> tuple[list[Any], list[Any]]:
     if not isinstance(preds, (list, tuple)):
         preds, targets = [preds], [targets]
-    targets = list(targets)
+    targets = _column(targets)
     if len(preds) != len(targets):
         raise ValueError(f"{name}: {len(preds)} predictions but {len(targets)} targets")
     if not preds:
@@ -39,8 +44,135 @@ def _pairs(name: str, preds: Any, targets: Any) -> tuple[list[Any], list[Any]]:
     return list(preds), targets
 
 
+def _scalars(name: str, preds: list[Any]) -> list[Any]:
+    """Checks that each prediction is one Value or number (a 1-output model's)."""
+    for p in preds:
+        if isinstance(p, (list, tuple)):
+            raise ValueError(
+                f"{name}: each prediction must be one Value (a model with 1 output), got a "
+                f"list of {len(p)}; with one output per class use softmax_cross_entropy"
+            )
+    return preds
+
+
+# ---- targets -------------------------------------------------------------------
+
+#: Loss names and aliases, by the canonical name their targets are checked under.
+_CANONICAL = {
+    "hinge": "hinge",
+    "mse": "mse",
+    "bce": "binary_cross_entropy",
+    "binary_cross_entropy": "binary_cross_entropy",
+    "bce_with_logits": "bce_with_logits",
+    "softmax_cross_entropy": "softmax_cross_entropy",
+    "cross_entropy": "softmax_cross_entropy",
+}
+
+#: Losses whose model has one output per sample.
+SINGLE_OUTPUT = ("hinge", "mse", "binary_cross_entropy", "bce_with_logits")
+
+
+def _column(targets: Any) -> list[Any]:
+    """The targets as a flat list; an ``(n, 1)`` column (NumPy or nested lists)
+    becomes its ``n`` numbers."""
+    if hasattr(targets, "tolist"):
+        targets = targets.tolist()
+    if not isinstance(targets, (list, tuple)):
+        targets = list(targets)
+    return [t[0] if isinstance(t, (list, tuple)) and len(t) == 1 else t for t in targets]
+
+
+def _number(t: Any) -> float:
+    if isinstance(t, (str, bytes, list, tuple, dict)):
+        raise TypeError
+    return float(t)
+
+
+def check_targets(
+    loss: str,
+    targets: Any,
+    n_classes: Optional[int] = None,
+    *,
+    caller: Optional[str] = None,
+    soft: bool = False,
+) -> list[Any]:
+    """The targets, checked for the loss ``loss`` and made numbers: -1.0/+1.0 for
+    ``hinge``; 0.0/1.0 for the binary cross-entropies; ints in ``0..n_classes-1``
+    for ``softmax_cross_entropy`` (any non-negative int when ``n_classes`` is
+    ``None``); finite floats for ``mse``. ``soft=True`` lets the binary
+    cross-entropies take any probability in [0, 1] (the loss functions do; ``fit``
+    and ``evaluate`` take labels). An ``(n, 1)`` column is accepted.
+
+    Raises ``ValueError`` naming ``caller`` (default: the loss), the loss, the
+    targets it expects and the ones it got.
+
+    >>> check_targets("hinge", [[1], [-1]])
+    [1.0, -1.0]
+    >>> check_targets("hinge", [1, 2])
+    Traceback (most recent call last):
+    ...
+    ValueError: hinge: loss 'hinge' expects targets -1 or +1, got 2 (1 of 2 targets)
+    """
+    name = _CANONICAL.get(loss, loss)
+    ts = _column(targets)
+    out: list[Any] = []
+    bad: list[Any] = []
+    for t in ts:
+        try:
+            x = _number(t)
+        except (TypeError, ValueError, OverflowError):
+            bad.append(t)
+            continue
+        if name == "hinge":
+            ok = x == 1.0 or x == -1.0
+        elif name in ("binary_cross_entropy", "bce_with_logits"):
+            ok = 0.0 <= x <= 1.0 if soft else x == 0.0 or x == 1.0
+        elif name == "softmax_cross_entropy":
+            ok = x == int(x) and 0 <= x < (n_classes or math.inf) if math.isfinite(x) else False
+            if ok:
+                out.append(int(x))
+                continue
+        else:
+            ok = math.isfinite(x)
+        if ok:
+            out.append(x)
+        else:
+            bad.append(t)
+    if bad:
+        raise ValueError(
+            f"{caller or name}: loss {loss!r} expects targets {_expects(name, n_classes, soft)}, "
+            f"got {_some(bad)} ({len(bad)} of {len(ts)} targets)"
+        )
+    return out
+
+
+def _expects(name: str, n_classes: Optional[int], soft: bool) -> str:
+    if name == "hinge":
+        return "-1 or +1"
+    if name in ("binary_cross_entropy", "bce_with_logits"):
+        return "in [0, 1]" if soft else "0 or 1"
+    if name == "softmax_cross_entropy":
+        if n_classes is None:
+            return "class indices 0, 1, 2, ..."
+        return f"class indices 0..{n_classes - 1} (one per output)"
+    return "finite numbers"
+
+
+def _some(values: list[Any], limit: int = 5) -> str:
+    seen: list[str] = []
+    for v in values:
+        r = repr(v)
+        r = r if len(r) <= 40 else r[:37] + "..."
+        if r not in seen:
+            seen.append(r)
+            if len(seen) > limit:
+                break
+    more = ", ..." if len(seen) > limit else ""
+    return ", ".join(seen[:limit]) + more
+
+
 def _mean(terms: list[Any]) -> Any:
-    return scalargrad.sum(terms) * (1.0 / len(terms))
+    return _backend.sum(terms) * (1.0 / len(terms))
 
 
 # Each loss below is one term per sample, ``term(pred, code(target))``: the target
@@ -83,36 +215,44 @@ _TERMS: dict[str, tuple[Callable[[Any], float], Callable[[Any, Any], Any]]] = {
 }
 
 
-def mse(preds: Sequence[Any], targets: Sequence[Any]) -> Any:
+def mse(preds: Sequence[Any], targets: Sequence[Any]) -> Value:
     """Mean squared error ``mean((p - t)**2)``."""
     preds, targets = _pairs("mse", preds, targets)
-    return _mean([_mse_term(p, float(t)) for p, t in zip(preds, targets)])
+    targets = check_targets("mse", targets)
+    return _mean([_mse_term(p, t) for p, t in zip(_scalars("mse", preds), targets)])
 
 
-def binary_cross_entropy(probs: Sequence[Any], targets: Sequence[Any], eps: float = 1e-12) -> Any:
+def binary_cross_entropy(probs: Sequence[Any], targets: Sequence[Any], eps: float = 1e-12) -> Value:
     """``-mean(t log p + (1 - t) log(1 - p))`` for probabilities ``p`` (clamped to
-    ``[eps, 1 - eps]`` so a confident mistake costs a large but finite loss)."""
+    ``[eps, 1 - eps]`` so a confident mistake costs a large but finite loss);
+    targets ``t`` in [0, 1]."""
     probs, targets = _pairs("binary_cross_entropy", probs, targets)
-    return _mean([_bce_term(p, float(t), eps) for p, t in zip(probs, targets)])
+    targets = check_targets("binary_cross_entropy", targets, soft=True)
+    probs = _scalars("binary_cross_entropy", probs)
+    return _mean([_bce_term(p, t, eps) for p, t in zip(probs, targets)])
 
 
-def bce_with_logits(logits: Sequence[Any], targets: Sequence[Any]) -> Any:
+def bce_with_logits(logits: Sequence[Any], targets: Sequence[Any]) -> Value:
     """Binary cross-entropy on logits, stable for any magnitude:
     ``max(z, 0) - z t + log(1 + exp(-|z|))``, with ``max(z, 0)`` written as
     ``z/2 + |z|/2`` so that the gradient at ``z = 0`` is ``sigmoid(0) - t`` (``relu``
     and ``abs`` alone would both give 0 there)."""
     logits, targets = _pairs("bce_with_logits", logits, targets)
-    return _mean([_bce_logits_term(z, float(t)) for z, t in zip(logits, targets)])
+    targets = check_targets("bce_with_logits", targets, soft=True)
+    logits = _scalars("bce_with_logits", logits)
+    return _mean([_bce_logits_term(z, t) for z, t in zip(logits, targets)])
 
 
-def hinge(scores: Sequence[Any], targets: Sequence[Any]) -> Any:
+def hinge(scores: Sequence[Any], targets: Sequence[Any]) -> Value:
     """SVM max-margin loss ``mean(relu(1 - y s))``, micrograd's demo loss. Targets
-    are +1/-1 (0 counts as -1)."""
+    are +1/-1."""
     scores, targets = _pairs("hinge", scores, targets)
+    targets = check_targets("hinge", targets)
+    scores = _scalars("hinge", scores)
     return _mean([_hinge_term(s, _hinge_code(t)) for s, t in zip(scores, targets)])
 
 
-def softmax(values: Sequence[Any]) -> list[Any]:
+def softmax(values: Sequence[Any]) -> list[Value]:
     """Softmax of a list of Values, as a list of Values. Stable: shifted by the
     largest value (a constant, so gradients are unchanged)."""
     values = list(values)
@@ -120,26 +260,31 @@ def softmax(values: Sequence[Any]) -> list[Any]:
         raise ValueError("softmax: no values")
     m = max(float(v) for v in values)
     exps = [(v - m).exp() for v in values]
-    total = scalargrad.sum(exps)
+    total = _backend.sum(exps)
     return [e / total for e in exps]
 
 
-def softmax_cross_entropy(logits: Sequence[Sequence[Any]], targets: Sequence[int]) -> Any:
+def softmax_cross_entropy(logits: Sequence[Sequence[Any]], targets: Sequence[int]) -> Value:
     """Mean of ``-log softmax(logits)[target]`` over samples; each sample's logits
     are a list of Values and its target a class index. Stable (log-sum-exp)."""
     logits, targets = _pairs("softmax_cross_entropy", logits, targets)
     terms = []
-    for row, t in zip(logits, targets):
+    for row in logits:
+        if not isinstance(row, (list, tuple)) or len(row) < 2:
+            got = f"{len(row)}" if isinstance(row, (list, tuple)) else f"one {type(row).__name__}"
+            raise ValueError(
+                f"softmax_cross_entropy: each sample needs a list of logits, one per class "
+                f"(at least 2), got {got}; for two classes with one output use bce_with_logits"
+            )
+    targets = check_targets("softmax_cross_entropy", targets, min(len(r) for r in logits))
+    for row, k in zip(logits, targets):
         row = list(row)
-        k = int(t)
-        if not 0 <= k < len(row):
-            raise ValueError(f"softmax_cross_entropy: target {t} is not a class of {len(row)}")
         m = max(float(v) for v in row)
-        lse = scalargrad.sum([(v - m).exp() for v in row]).log() + m
+        lse = _backend.sum([(v - m).exp() for v in row]).log() + m
         terms.append(lse - row[k])
     return _mean(terms)
 
 
-def l2(params: Sequence[Any], alpha: float = 1.0) -> Any:
+def l2(params: Sequence[Any], alpha: float = 1.0) -> Value:
     """The L2 penalty ``alpha * sum(p * p)`` (micrograd's ``reg_loss``)."""
-    return alpha * scalargrad.sum([p * p for p in params])
+    return alpha * _backend.sum([p * p for p in params])

@@ -1,6 +1,7 @@
 """Neural-network modules over Values: micrograd's ``Neuron``, ``Layer`` and ``MLP``
 with micrograd's semantics, plus activations per layer, seeded initialisation, a
-choice of backend, state dicts, saving and a summary.
+choice of backend, state dicts and a summary; ``save``/``load`` are
+``scalargrad.io``'s.
 
 Code written for ``micrograd.nn`` ports by changing its import:
 
@@ -19,37 +20,41 @@ inputs, so a model's graph stays compact.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
-import tempfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-import scalargrad
+from scalargrad import _backend as backends
+from scalargrad import io as _io
+from scalargrad.io import load
 
-__all__ = ["ACTIVATIONS", "MLP", "Layer", "Module", "Neuron", "load"]
+if TYPE_CHECKING:
+    from scalargrad._core import Value
+
+#: An input: a number or a Value.
+Input = Union[float, "Value"]
+#: What a module returns for one sample: a Value, or a list of Values when it has
+#: several outputs (as micrograd's ``Layer`` and ``MLP`` do).
+Output = Union["Value", list["Value"]]
+
+__all__ = ["ACTIVATIONS", "MLP", "Input", "Layer", "Module", "Neuron", "Output", "load"]
 
 #: Activation names, and how each neuron applies it.
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
 
 _NEURON_NAMES = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "linear": "Linear"}
 
-FORMAT = "scalargrad.module"
-FORMAT_VERSION = 1
-
 Backend = Union[str, ModuleType, None]
 
 
 def _backend(backend: Backend) -> ModuleType:
     if backend is None:
-        return scalargrad.backend_module(scalargrad.backend)
+        return backends.backend_module(backends.backend)
     if isinstance(backend, ModuleType):
         return backend
-    return scalargrad.backend_module(backend)
+    return backends.backend_module(backend)
 
 
 def _rng(seed: Optional[int], rng: Optional[random.Random]) -> Any:
@@ -60,6 +65,23 @@ def _rng(seed: Optional[int], rng: Optional[random.Random]) -> Any:
     if seed is not None:
         return random.Random(seed)
     return random
+
+
+def _inputs(name: str, x: Any, nin: int) -> Sequence[Input]:
+    """``x`` as one sample of ``nin`` inputs, or a TypeError/ValueError saying why not."""
+    try:
+        n = len(x)
+    except TypeError:
+        n = None
+    if n is None or isinstance(x, (str, bytes)):
+        hint = f"; for one input write {name.lower()}([x])" if nin == 1 else ""
+        raise TypeError(
+            f"{name}: expects one sample, a list of {nin} inputs, got "
+            f"{type(x).__name__} {x!r:.40}{hint}"
+        )
+    if n != nin:
+        raise ValueError(f"{name}: expected {nin} inputs, got {n}")
+    return x  # type: ignore[no-any-return]
 
 
 def _activation(name: str) -> str:
@@ -86,14 +108,18 @@ class Module:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if isinstance(state.get("backend"), str):
-            state = dict(state, backend=scalargrad.backend_module(state["backend"]))
+            state = dict(state, backend=backends.backend_module(state["backend"]))
         self.__dict__.update(state)
 
-    def named_parameters(self) -> list[tuple[str, Any]]:
+    def __call__(self, x: Sequence[Input]) -> Output:
+        """The module's output for one sample ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define __call__")
+
+    def named_parameters(self) -> list[tuple[str, Value]]:
         """``(name, Value)`` pairs, in a stable order."""
         return [(str(i), p) for i, p in enumerate(self.parameters())]
 
-    def parameters(self) -> list[Any]:
+    def parameters(self) -> list[Value]:
         """The trainable Values, in a stable order."""
         return []
 
@@ -148,43 +174,17 @@ class Module:
         """The architecture: enough to build the same module again (see ``load``)."""
         raise NotImplementedError(f"{type(self).__name__} does not describe its architecture")
 
-    def save(self, path: Union[str, os.PathLike]) -> None:
-        """Writes architecture, weights, library version and a checksum as JSON.
+    def save(self, path: Union[str, os.PathLike[str]]) -> None:
+        """Writes architecture, weights, library version and a checksum as JSON
+        (``scalargrad.io.save``: atomic, through symlinks; weights round-trip bit
+        for bit)."""
+        _io.save(self, path)
 
-        Atomic: the file is written beside the target and renamed over it, so a
-        crash mid-save leaves any old file intact. Weights round-trip bit for bit.
-        """
-        body = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "library_version": scalargrad.__version__,
-            "architecture": self.config(),
-            "parameters": {k: float.hex(v) for k, v in self.state_dict().items()},
-        }
-        body["checksum"] = _checksum(body)
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(body, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def load(self, path: Union[str, os.PathLike]) -> None:
+    def load(self, path: Union[str, os.PathLike[str]]) -> None:
         """Loads weights saved by ``save`` into this module, after checking the
         file's checksum and that its architecture is this module's. On any error
         (``OSError``, ``ValueError``) the module is left untouched."""
-        body = _read(path)
-        if body["architecture"] != self.config():
-            raise ValueError(
-                f"{path}: architecture {body['architecture']} does not match this "
-                f"module's {self.config()}"
-            )
-        self.load_state_dict(body["parameters"])
+        _io.load_into(self, path)
 
     # -- display --
 
@@ -192,7 +192,8 @@ class Module:
         return [(type(self).__name__, "", "", len(self.parameters()))]
 
     def summary(self) -> str:
-        """A table of layers, shapes, activations and parameter counts."""
+        """A table of layers, shapes, activations and parameter counts: a ``str``
+        that a REPL shows as the table itself (its ``repr`` is the text)."""
         rows = [("layer", "shape", "activation", "params")]
         rows += [(a, b, c, f"{n:,}") for a, b, c, n in self._rows()]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -207,7 +208,14 @@ class Module:
         out = [type(self).__name__, line, fmt(rows[0]), line]
         out += [fmt(r) for r in rows[1:]]
         out += [line, f"total parameters: {total:,}"]
-        return "\n".join(out)
+        return _Table("\n".join(out))
+
+
+class _Table(str):
+    """A str whose repr is itself, so a REPL prints a table rather than an escaped string."""
+
+    def __repr__(self) -> str:
+        return str.__str__(self)
 
 
 class Neuron(Module):
@@ -240,9 +248,16 @@ class Neuron(Module):
     def nonlin(self) -> bool:
         return self.activation != "linear"
 
-    def __call__(self, x: Sequence[Any]) -> Any:
-        if len(x) != len(self.w):
-            raise ValueError(f"Neuron: expected {len(self.w)} inputs, got {len(x)}")
+    @property
+    def nin(self) -> int:
+        return len(self.w)
+
+    @property
+    def nout(self) -> int:
+        return 1
+
+    def __call__(self, x: Sequence[Input]) -> Value:
+        x = _inputs("Neuron", x, len(self.w))
         act = self.backend.dot(self.w, x) + self.b
         a = self.activation
         if a == "relu":
@@ -253,10 +268,10 @@ class Neuron(Module):
             return act.sigmoid()
         return act
 
-    def named_parameters(self) -> list[tuple[str, Any]]:
+    def named_parameters(self) -> list[tuple[str, Value]]:
         return [(f"w.{i}", w) for i, w in enumerate(self.w)] + [("b", self.b)]
 
-    def parameters(self) -> list[Any]:
+    def parameters(self) -> list[Value]:
         return [*self.w, self.b]
 
     def config(self) -> dict[str, Any]:
@@ -286,30 +301,33 @@ class Layer(Module):
     def activation(self) -> str:
         return self.neurons[0].activation
 
-    def __call__(self, x: Sequence[Any]) -> Any:
+    @property
+    def nout(self) -> int:
+        return len(self.neurons)
+
+    def __call__(self, x: Sequence[Input]) -> Output:
         neurons = self.neurons
         act = neurons[0].activation
-        if len(x) != len(neurons[0].w):
-            raise ValueError(f"Layer: expected {len(neurons[0].w)} inputs, got {len(x)}")
+        x = _inputs("Layer", x, len(neurons[0].w))
         if all(n.activation == act for n in neurons):
             # All neurons' nodes in one call: the same nodes `Neuron.__call__` builds.
             backend = neurons[0].backend
             out = backend.layer([n.w for n in neurons], [n.b for n in neurons], x, act)
         else:
             out = [n(x) for n in neurons]
-        return out[0] if len(out) == 1 else out
+        return out[0] if len(out) == 1 else out  # type: ignore[no-any-return]
 
     def children(self) -> Iterator[Module]:
         return iter(self.neurons)
 
-    def named_parameters(self) -> list[tuple[str, Any]]:
+    def named_parameters(self) -> list[tuple[str, Value]]:
         return [
             (f"neurons.{i}.{name}", p)
             for i, n in enumerate(self.neurons)
             for name, p in n.named_parameters()
         ]
 
-    def parameters(self) -> list[Any]:
+    def parameters(self) -> list[Value]:
         return [p for n in self.neurons for p in n.parameters()]
 
     def config(self) -> dict[str, Any]:
@@ -353,6 +371,12 @@ class MLP(Module):
     ) -> None:
         if not isinstance(nin, int) or nin < 1:
             raise ValueError(f"MLP: nin must be a positive int, got {nin!r}")
+        if isinstance(nouts, (str, bytes)) or not isinstance(nouts, Sequence):
+            raise TypeError(
+                f"MLP: nouts must be a list of layer sizes such as [16, 16, 1], got "
+                f"{type(nouts).__name__} {nouts!r:.40}; for one layer of {nouts!r:.20} write "
+                f"MLP(nin, [{nouts!r:.20}])"
+            )
         if len(nouts) == 0:
             raise ValueError("MLP: nouts must name at least one layer")
         _activation(activation)
@@ -371,10 +395,11 @@ class MLP(Module):
             for i, (size, act) in enumerate(specs)
         ]
 
-    def __call__(self, x: Sequence[Any]) -> Any:
+    def __call__(self, x: Sequence[Input]) -> Output:
+        out: Any = _inputs("MLP", x, self.layers[0].nin)
         for layer in self.layers:
-            x = layer(x)
-        return x
+            out = layer(out)
+        return out  # type: ignore[no-any-return]
 
     @property
     def nin(self) -> int:
@@ -387,14 +412,14 @@ class MLP(Module):
     def children(self) -> Iterator[Module]:
         return iter(self.layers)
 
-    def named_parameters(self) -> list[tuple[str, Any]]:
+    def named_parameters(self) -> list[tuple[str, Value]]:
         return [
             (f"layers.{i}.{name}", p)
             for i, layer in enumerate(self.layers)
             for name, p in layer.named_parameters()
         ]
 
-    def parameters(self) -> list[Any]:
+    def parameters(self) -> list[Value]:
         return [p for layer in self.layers for p in layer.parameters()]
 
     def config(self) -> dict[str, Any]:
@@ -409,79 +434,3 @@ class MLP(Module):
 
     def __repr__(self) -> str:
         return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"
-
-
-# ---- files ---------------------------------------------------------------------
-
-
-def _checksum(body: dict[str, Any]) -> str:
-    payload = {k: v for k, v in body.items() if k != "checksum"}
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def _read(path: Union[str, os.PathLike]) -> dict[str, Any]:
-    """Reads and checks a file written by ``Module.save``; returns its body with
-    parameters as floats. Raises ``OSError`` or ``ValueError`` saying what is wrong."""
-    raw = Path(path).read_text()
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ValueError(
-            f"{path}: not a scalargrad model file (truncated or corrupted: {e})"
-        ) from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a scalargrad model file")
-    if body.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format version {body.get('format_version')} is not supported "
-            f"(this library reads version {FORMAT_VERSION})"
-        )
-    if body.get("checksum") != _checksum(body):
-        raise ValueError(f"{path}: checksum mismatch: the file is corrupted")
-    arch = body.get("architecture")
-    if not isinstance(arch, dict) or not isinstance(arch.get("type"), str):
-        raise ValueError(f"{path}: malformed file: no architecture")
-    try:
-        body["parameters"] = {k: float.fromhex(v) for k, v in body["parameters"].items()}
-    except (AttributeError, KeyError, TypeError, ValueError):
-        raise ValueError(
-            f"{path}: malformed file: no parameters, or parameters not numbers"
-        ) from None
-    return body
-
-
-def load(path: Union[str, os.PathLike], *, backend: Backend = None) -> Module:
-    """Builds the module saved at ``path`` (architecture and weights) on ``backend``.
-
-    >>> import tempfile, os
-    >>> m = MLP(2, [3, 1], seed=0)
-    >>> p = os.path.join(tempfile.mkdtemp(), "m.json")
-    >>> m.save(p)
-    >>> load(p).state_dict() == m.state_dict()
-    True
-    """
-    body = _read(path)
-    arch = body["architecture"]
-    try:
-        module = _build(arch, backend)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: malformed architecture {arch}: {e}") from None
-    module.load_state_dict(body["parameters"])
-    return module
-
-
-def _build(arch: dict[str, Any], backend: Backend) -> Module:
-    kind = arch["type"]
-    module: Module
-    if kind == "MLP":
-        module = MLP(arch["nin"], [tuple(spec) for spec in arch["layers"]], seed=0, backend=backend)
-    elif kind == "Layer":
-        module = Layer(
-            arch["nin"], arch["nout"], activation=arch["activation"], seed=0, backend=backend
-        )
-    elif kind == "Neuron":
-        module = Neuron(arch["nin"], activation=arch["activation"], seed=0, backend=backend)
-    else:
-        raise ValueError(f"unknown module type {kind!r}")
-    return module

@@ -15,6 +15,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
+from scalargrad._backend import param_group
+
 __all__ = [
     "SGD",
     "Adam",
@@ -27,14 +29,6 @@ __all__ = [
 ]
 
 
-def _rust_group(params: list[Any]) -> Any:
-    from scalargrad import _core
-
-    if all(type(p) is _core.Value for p in params):
-        return _core.ParamGroup(params)
-    return None
-
-
 class Optimizer:
     """Base class: holds the parameters and the learning rate ``lr``."""
 
@@ -45,9 +39,10 @@ class Optimizer:
         if not lr > 0:
             raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
         self.lr = float(lr)
-        # Rust parameters step in one call into Rust, with the same formulas in the
-        # same order as the Python loops below (so both backends agree bit for bit).
-        self._group = _rust_group(self.params)
+        # A backend that offers a parameter group (rust) steps in one call, with the
+        # same formulas in the same order as the Python loops below, so both
+        # backends agree bit for bit.
+        self._group = param_group(self.params)
 
     def zero_grad(self) -> None:
         if self._group is not None:

@@ -14,7 +14,7 @@ imported only when a plot is made, so ``import scalargrad.plot`` works without i
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
 __all__ = ["decision_boundary", "history"]
@@ -55,6 +55,9 @@ def decision_boundary(
     h: float = 0.05,
     margin: float = 0.5,
     title: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
+    xlabel: str = "x[0]",
+    ylabel: str = "x[1]",
 ) -> Any:
     """The decision regions of a 2-D binary classifier, with the data on top.
 
@@ -66,14 +69,20 @@ def decision_boundary(
     the regions and dark for the points. The model is called once per grid point (about
     5,000 for the moons data set at the default ``h``).
 
+    The axes are labelled ``xlabel`` and ``ylabel`` (the model's two inputs), and
+    a legend names the two classes: ``class_names`` (red first, then blue), by
+    default from the labels in ``y`` (``"class -1"`` and ``"class 1"``; ``"y <= 0"``
+    and ``"y > 0"`` when a side holds several values).
+
     Draws into ``ax`` if given, else into a new figure; saves the figure to
     ``path`` (format from its suffix, 120 dpi) if given; returns the figure.
 
     >>> from scalargrad import Value
     >>> X, y = [[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0]], [1, -1, 1, -1]
     >>> fig = decision_boundary(lambda p: Value(p[1]) - Value(p[0]), X, y, h=0.1)
-    >>> len(fig.axes)
-    1
+    >>> ax = fig.axes[0]
+    >>> ax.get_xlabel(), [t.get_text() for t in ax.get_legend().get_texts()]
+    ('x[0]', ['class -1', 'class 1'])
     """
     import numpy as np
 
@@ -85,6 +94,10 @@ def decision_boundary(
         raise ValueError(f"decision_boundary: X has {len(X)} rows but y has {len(y)}")
     if not h > 0:
         raise ValueError(f"decision_boundary: h must be positive, got {h}")
+    if class_names is None:
+        class_names = [_class_name(y[y <= 0], "y <= 0"), _class_name(y[y > 0], "y > 0")]
+    elif isinstance(class_names, str) or len(class_names) != 2:
+        raise ValueError(f"decision_boundary: class_names must be two names, got {class_names!r}")
     xs = np.arange(X[:, 0].min() - margin, X[:, 0].max() + margin + h / 2, h)
     ys = np.arange(X[:, 1].min() - margin, X[:, 1].max() + margin + h / 2, h)
     if len(xs) * len(ys) > _MAX_GRID:
@@ -107,10 +120,27 @@ def decision_boundary(
     ax.scatter(X[:, 0], X[:, 1], c=[_POINT[int(t > 0)] for t in y], s=40, edgecolors="k")
     ax.set_xlim(xs[0], xs[-1])
     ax.set_ylim(ys[0], ys[-1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    from matplotlib.lines import Line2D
+
+    ax.legend(
+        handles=[
+            Line2D([], [], ls="", marker="o", ms=7, mfc=colour, mec="k", label=str(name))
+            for colour, name in zip(_POINT, class_names)
+        ],
+        loc="best",
+    )
     if title:
         ax.set_title(title)
     _save(fig, path)
     return fig
+
+
+def _class_name(labels: Any, otherwise: str) -> str:
+    """``"class -1"`` when ``labels`` hold one value, else ``otherwise``."""
+    values = sorted(set(labels.tolist()))
+    return f"class {values[0]:g}" if len(values) == 1 else otherwise
 
 
 def history(hist: Any, *, path: PathLike = None, title: Optional[str] = None) -> Any:

@@ -13,14 +13,12 @@
 from __future__ import annotations
 
 import math
-import operator
 import random
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any, Callable, Optional, Union
 
-import scalargrad
 from scalargrad import losses
+from scalargrad.batching import Batches, forward, loss_on
 from scalargrad.optim import Adam, Optimizer
 
 __all__ = ["History", "LOSSES", "evaluate", "fit", "fit_like_micrograd", "predict"]
@@ -54,21 +52,47 @@ class History:
         return len(self.loss)
 
 
-def _rows(X: Any) -> list[list[float]]:
+def _shape(model: Any) -> tuple[Optional[int], Optional[int]]:
+    """The model's numbers of inputs and outputs, where it says them."""
+    nin = getattr(model, "nin", None)
+    nout = getattr(model, "nout", None)
+    return (nin if isinstance(nin, int) else None), (nout if isinstance(nout, int) else None)
+
+
+def _row(row: Any) -> list[float]:
+    return [float(v) for v in row] if isinstance(row, (list, tuple)) else [float(row)]
+
+
+def _rows(caller: str, X: Any, nin: Optional[int] = None) -> list[list[float]]:
     if hasattr(X, "tolist"):
         X = X.tolist()
-    rows = [
-        [float(v) for v in row] if isinstance(row, (list, tuple)) else [float(row)] for row in X
-    ]
+    if isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
+        raise TypeError(
+            f"{caller}: X must be a list of samples (a 2-D array), got {type(X).__name__}"
+        )
+    rows = [_row(row.tolist() if hasattr(row, "tolist") else row) for row in X]
     if not rows:
-        raise ValueError("fit: X is empty")
+        raise ValueError(f"{caller}: X is empty")
+    if nin is not None:
+        for i, row in enumerate(rows):
+            if len(row) != nin:
+                hint = ""
+                if nin > 1 and all(len(r) == 1 for r in rows) and len(rows) == nin:
+                    hint = "; X looks like one sample: pass [x] for a single sample"
+                raise ValueError(
+                    f"{caller}: each sample of X must have {nin} features (the model's "
+                    f"inputs), got {len(row)} in sample {i}{hint}"
+                )
     return rows
 
 
-def _targets(y: Any) -> list[Any]:
-    if hasattr(y, "tolist"):
-        y = y.tolist()
-    return list(y)
+def _epoch_batches(order: list[int], batch_size: Optional[int], rng: random.Random) -> list:
+    """One epoch's batches: the whole set, or mini-batches of a fresh shuffle."""
+    n = len(order)
+    if batch_size is None or batch_size >= n:
+        return [order]
+    rng.shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 def _loss_fn(loss: Union[str, LossFn]) -> tuple[LossFn, Optional[str]]:
@@ -76,107 +100,26 @@ def _loss_fn(loss: Union[str, LossFn]) -> tuple[LossFn, Optional[str]]:
         return loss, None
     try:
         return LOSSES[loss], loss
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}") from None
 
 
-def _count(kind: Optional[str], outs: list, y: list) -> Optional[int]:
-    """How many outputs are right, for classification losses (None otherwise)."""
-    if kind not in _CLASSIFIERS:
-        return None
-    if outs and getattr(type(outs[0]), "_backend", None) is not None:
-        outs = _backend_of(outs[0]).get_data(outs)  # one call instead of a float() each
-    if kind in _THRESHOLDS:
-        # A binary classifier, over the whole batch at C speed.
-        o, t = _THRESHOLDS[kind]
-        return sum(
-            map(operator.eq, map(operator.gt, outs, repeat(o)), map(operator.gt, y, repeat(t)))
+def _targets(caller: str, y: Any, kind: Optional[str], nout: Optional[int]) -> list[Any]:
+    """The targets, checked against the loss and against the model's outputs."""
+    name = losses._CANONICAL.get(kind or "")
+    if name in losses.SINGLE_OUTPUT and nout not in (None, 1):
+        raise ValueError(
+            f"{caller}: loss {kind!r} needs a model with 1 output, got {nout} outputs; "
+            f"with one output per class use 'softmax_cross_entropy'"
         )
-    # Softmax: right when the target's logit is the largest.
-    right = 0
-    for row, t in zip(outs, y):
-        scores = [float(v) for v in row]
-        right += scores.index(max(scores)) == int(t)
-    return right
-
-
-# Binary classifiers: right when (output > first) == (target > second).
-_THRESHOLDS = {
-    "hinge": (0.0, 0),
-    "bce_with_logits": (0.0, 0.5),
-    "bce": (0.5, 0.5),
-    "binary_cross_entropy": (0.5, 0.5),
-}
-
-
-_CLASSIFIERS = (
-    "hinge",
-    "bce_with_logits",
-    "bce",
-    "binary_cross_entropy",
-    "softmax_cross_entropy",
-    "cross_entropy",
-)
-
-
-def _backend_of(v: Any) -> Any:
-    return scalargrad.backend_module(type(v)._backend)
-
-
-def _batch_loss(model: Any, loss_fn: LossFn, kind: Optional[str], X: list, y: list, l2: float):
-    outs = [model(x) for x in X]
-    loss = loss_fn(outs, y)
-    if l2:
-        loss = loss + losses.l2(model.parameters(), l2)
-    return loss, outs, _count(kind, outs, y)
-
-
-def _replayable(model: Any, kind: Optional[str]) -> bool:
-    """Whether every batch builds the same graph: a built-in model (not a subclass,
-    which may branch on values) and a built-in loss whose graph depends on the
-    targets only through numbers (not softmax_cross_entropy, which shifts each row
-    by its largest logit, a number read off the forward values)."""
-    from scalargrad.nn import MLP, Layer, Neuron
-
-    return type(model) in (MLP, Layer, Neuron) and kind in losses._TERMS
-
-
-class _BatchTapes:
-    """Mini-batch replay: per batch size, one graph recorded with the inputs and
-    the targets' numbers as leaves; each batch sets those leaves in bulk and
-    re-runs the graph. Same bits as building the batch's loss from scratch."""
-
-    def __init__(self, model: Any, kind: str, l2: float, rows: list, targets: list) -> None:
-        self.model, self.kind, self.l2 = model, kind, l2
-        self.rows, self.targets = rows, targets
-        code, self.term = losses._TERMS[kind]
-        self.codes = [code(t) for t in targets]
-        self.graphs: dict[int, tuple] = {}
-
-    def run(self, idx: list[int]) -> tuple[float, Optional[int]]:
-        """Forward and backward on the samples ``idx``: the loss and the count of
-        right predictions."""
-        x = [v for i in idx for v in self.rows[i]]
-        c = [self.codes[i] for i in idx]
-        graph = self.graphs.get(len(idx))
-        if graph is None:
-            graph = self.graphs[len(idx)] = self._record(idx)
-        B, xs, cs, outs, tape = graph
-        B.set_data(xs, x)
-        B.set_data(cs, c)
-        value = tape.run()
-        return value, _count(self.kind, outs, [self.targets[i] for i in idx])
-
-    def _record(self, idx: list[int]) -> tuple:
-        params = self.model.parameters()
-        B = _backend_of(params[0])
-        xs = [[B.Value(float(v)) for v in self.rows[i]] for i in idx]
-        cs = [B.Value(self.codes[i]) for i in idx]
-        outs = [self.model(x) for x in xs]
-        loss = losses._mean([self.term(o, t) for o, t in zip(outs, cs)])
-        if self.l2:
-            loss = loss + losses.l2(params, self.l2)
-        return B, [v for x in xs for v in x], cs, outs, B.Tape(loss)
+    if name == "softmax_cross_entropy" and nout == 1:
+        raise ValueError(
+            f"{caller}: loss {kind!r} needs a model with one output per class (at least 2), "
+            f"got 1 output; for two classes use 'bce_with_logits', or give the model 2 outputs"
+        )
+    if name is None:
+        return losses._column(y)
+    return losses.check_targets(kind, y, nout, caller=caller)  # type: ignore[arg-type]
 
 
 def fit(
@@ -225,70 +168,47 @@ def fit(
     subclass's branches; ``softmax_cross_entropy``'s per-row shift, which leaves the
     loss the same in exact arithmetic but not in the last bits).
     """
-    rows, targets = _rows(X), _targets(y)
+    if optimizer is not None and not (
+        callable(getattr(optimizer, "step", None)) and hasattr(optimizer, "lr")
+    ):
+        raise TypeError(
+            f"fit: optimizer must be an optimizer object such as "
+            f"scalargrad.optim.Adam(model.parameters(), lr=0.01), got {optimizer!r}"
+        )
+    loss_fn, kind = _loss_fn(loss)
+    nin, nout = _shape(model)
+    rows = _rows("fit", X, nin)
+    targets = _targets("fit", y, kind, nout)
     if len(rows) != len(targets):
         raise ValueError(f"fit: {len(rows)} samples in X but {len(targets)} targets in y")
     if epochs < 0:
         raise ValueError(f"fit: epochs must be >= 0, got {epochs}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
-    loss_fn, kind = _loss_fn(loss)
     if optimizer is None:
         optimizer = Adam(model.parameters(), lr=0.01)
-    params = model.parameters()
+    batches = Batches(
+        model, loss_fn, kind, rows, targets, l2=l2, batch_size=batch_size, replay=replay
+    )
     rng = random.Random(seed)
     n = len(rows)
     order = list(range(n))
     hist = History()
     best, stale = math.inf, 0
 
-    full_batch = batch_size is None or batch_size >= n
-    if replay is None:
-        replay = _replayable(model, kind)
-    elif replay and not full_batch and kind not in losses._TERMS:
-        raise ValueError(
-            f"fit: replay=True with mini-batches needs one of the losses "
-            f"{', '.join(losses._TERMS)}, got {kind or getattr(loss, '__name__', loss)!r}"
-        )
-    tape = None
-    batch_tapes = None
-    if replay and not full_batch and n and model.parameters():
-        batch_tapes = _BatchTapes(model, kind, l2, rows, targets)
-    outs: list[Any] = []
-
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, desc="fit", unit="epoch", leave=True)
+        # Redrawn at most 10 times a second, after the epoch it shows has ended.
+        bar = tqdm(total=epochs, desc="fit", unit="epoch", leave=True, mininterval=0.1)
     if hasattr(model, "train"):
         model.train()
     try:
         for _ in range(epochs):
-            if batch_size is not None and batch_size < n:
-                rng.shuffle(order)
-                batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-            else:
-                batches = [order]
             total, right, classified = 0.0, 0, False
-            for idx in batches:
-                if tape is not None:
-                    # Same graph as last epoch: re-run it on the updated parameters.
-                    value = tape.run()
-                    correct = _count(kind, outs, targets)
-                elif batch_tapes is not None:
-                    value, correct = batch_tapes.run(idx)
-                else:
-                    bx = [rows[i] for i in idx]
-                    by = [targets[i] for i in idx]
-                    lossv, outs, correct = _batch_loss(model, loss_fn, kind, bx, by, l2)
-                    for p in params:
-                        p.grad = 0.0
-                    lossv.backward()
-                    value = lossv.data
-                    if replay and full_batch:
-                        tape = _backend_of(lossv).Tape(lossv)
-                    del lossv
+            for idx in _epoch_batches(order, batch_size, rng):
+                value, correct = batches.run(idx)
                 optimizer.step()
                 total += value * len(idx)
                 if correct is not None:
@@ -305,7 +225,7 @@ def fit(
                 post = {"loss": f"{epoch_loss:.4f}"}
                 if hist.accuracy:
                     post["acc"] = f"{hist.accuracy[-1]:.3f}"
-                bar.set_postfix(post)
+                bar.set_postfix(post, refresh=False)
                 bar.update(1)
             if early_stopping is not None:
                 if epoch_loss < best - min_delta:
@@ -322,20 +242,25 @@ def fit(
 
 
 def predict(model: Any, X: Any) -> list[Any]:
-    """The model's outputs on ``X`` as floats (lists of floats for multi-output models)."""
+    """The model's outputs on ``X`` (a list of samples) as floats (lists of floats
+    for multi-output models)."""
     out = []
-    for x in _rows(X):
-        o = model(x)
+    for o in forward(model, _rows("predict", X, _shape(model)[0])):
         out.append([float(v) for v in o] if isinstance(o, (list, tuple)) else float(o))
     return out
 
 
 def evaluate(model: Any, X: Any, y: Any, *, loss: Union[str, LossFn] = "hinge") -> dict[str, float]:
     """``{"loss": ..., "accuracy": ...}`` of ``model`` on ``X``, ``y`` (no training;
-    accuracy only for classification losses)."""
-    rows, targets = _rows(X), _targets(y)
+    accuracy only for classification losses). The targets are checked as ``fit``
+    checks them."""
     loss_fn, kind = _loss_fn(loss)
-    lossv, _, correct = _batch_loss(model, loss_fn, kind, rows, targets, 0.0)
+    nin, nout = _shape(model)
+    rows = _rows("evaluate", X, nin)
+    targets = _targets("evaluate", y, kind, nout)
+    if len(rows) != len(targets):
+        raise ValueError(f"evaluate: {len(rows)} samples in X but {len(targets)} targets in y")
+    lossv, _, correct = loss_on(model, loss_fn, kind, rows, targets)
     result = {"loss": lossv.data}
     if correct is not None:
         result["accuracy"] = correct / len(rows)

@@ -53,6 +53,50 @@ def _graphviz() -> Any:
     return graphviz
 
 
+_DIGRAPH: Any = None  # made by `_digraph_class` on first use, so graphviz loads lazily
+
+
+def _mimebundle(self: Any, include: Any = None, exclude: Any = None, **kw: Any) -> Any:
+    """Jupyter's display hook: graphviz's SVG, or, when Graphviz's ``dot`` program
+    is missing, the one-line install hint and the DOT source as text (instead of
+    graphviz's ``ExecutableNotFound`` traceback)."""
+    graphviz = _graphviz()
+    try:
+        return graphviz.Digraph._repr_mimebundle_(self, include, exclude, **kw)
+    except graphviz.ExecutableNotFound:
+        return {"text/plain": f"{INSTALL_GRAPHVIZ}\n\n{self.source}"}
+
+
+def _reduce(self: Any) -> Any:
+    # Pickles by a module function, as the class is made at run time.
+    return (_new_digraph, (), self.__dict__.copy())
+
+
+def _new_digraph() -> Any:
+    cls = _digraph_class()
+    return cls.__new__(cls)
+
+
+def _digraph_class() -> Any:
+    """The ``graphviz.Digraph`` subclass that ``draw_dot`` returns: the same graph,
+    with a notebook display that survives a missing ``dot``."""
+    global _DIGRAPH
+    graphviz = _graphviz()  # each time: the clear ImportError when the package is missing
+    if _DIGRAPH is None:
+        _DIGRAPH = type(
+            "Digraph",
+            (graphviz.Digraph,),
+            {
+                "__module__": __name__,
+                "__doc__": "A ``graphviz.Digraph`` that Jupyter shows as an SVG, or without "
+                "Graphviz's ``dot`` as the install hint and the DOT source.",
+                "_repr_mimebundle_": _mimebundle,
+                "__reduce__": _reduce,
+            },
+        )
+    return _DIGRAPH
+
+
 def trace(root: Any) -> tuple[list[Any], list[tuple[Any, Any]]]:
     """The nodes and edges of the graph under ``root``.
 
@@ -168,9 +212,10 @@ def draw_dot(
     or ``"TB"`` (top to bottom); ``fmt`` is the Digraph's output format. A graph
     of more than ``max_nodes`` Values raises ``ValueError``.
 
-    In Jupyter the returned Digraph displays inline by itself (it has
-    ``_repr_mimebundle_``); elsewhere write it with ``render(graph, "g.svg")``.
-    Both need Graphviz's ``dot`` program; ``graph.source`` does not.
+    In Jupyter the returned Digraph (a ``graphviz.Digraph`` subclass) displays
+    inline by itself as an SVG; elsewhere write it with ``render(graph, "g.svg")``.
+    Both need Graphviz's ``dot`` program; ``graph.source`` does not. Without
+    ``dot``, Jupyter shows the install hint and the DOT source instead of an SVG.
 
     >>> from scalargrad import Value
     >>> a, b = Value(-4.0, label="a"), Value(2.0, label="b")
@@ -182,7 +227,7 @@ def draw_dot(
     """
     nodes, edges = trace(root)
     _check_size(nodes, max_nodes)
-    dot = _graphviz().Digraph(format=fmt, graph_attr={"rankdir": rankdir})
+    dot = _digraph_class()(format=fmt, graph_attr={"rankdir": rankdir})
     grads = [v.grad for v in nodes]
     _add_graph(dot, nodes, edges, "", grads, show_grad, color_by_grad, _top(grads))
     return dot
@@ -217,13 +262,13 @@ def draw_before_after(root: Any, **kw: Any) -> Any:
     color_by_grad = kw.get("color_by_grad", False)
     nodes, edges = trace(root)
     _check_size(nodes, kw.get("max_nodes", 2000))
-    graphviz = _graphviz()  # before backward(), so a missing package changes nothing
+    Digraph = _digraph_class()  # before backward(), so a missing package changes nothing
     before = [v.grad for v in nodes]
     root.backward()
     after = [v.grad for v in nodes]
     top = _top(before, after)
 
-    dot = graphviz.Digraph(format=kw.get("fmt", "svg"), graph_attr={"rankdir": rankdir})
+    dot = Digraph(format=kw.get("fmt", "svg"), graph_attr={"rankdir": rankdir})
     for prefix, title, grads in (
         ("b_", "before backward()", before),
         ("a_", "after backward()", after),

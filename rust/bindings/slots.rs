@@ -8,19 +8,22 @@
 //! the common case directly: Values of this backend, exact floats and ints that fit
 //! a float, anomaly checking off. Everything else (NumPy scalars, strings, the other
 //! backend, huge ints, `detect_anomaly`, errors) goes to the slot PyO3 made, so the
-//! behaviour is that of `bindings.rs`, and so are the error messages.
+//! behaviour is that of `value.rs`, and so are the error messages.
 //!
 //! A handle is a PyO3 `Value` object: the slots write and read the `Value` struct
 //! at the offset PyO3 put it, measured once on a real instance at start-up. If the
 //! layout is not what is expected, the slots are not installed at all.
 
-use super::{Value, ANOMALY, ARENA, VALUE_TYPE};
-use crate::arena::{NodeId, Operand};
+use super::diagnostics::ANOMALY;
+use super::gil::{gil_held, ARENA};
+use super::handles::{keep_handle, value_alloc, VALUE_TYPE};
+use super::value::{leaf_copy, Value};
+use crate::arena::{Arena, NodeId, Operand};
 use crate::ops::Op;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
 /// What was there before: PyO3's slots, which the fast ones fall back to.
@@ -113,7 +116,8 @@ unsafe fn fast_binary(
         Fast::Num(c) => Operand::Const(c),
     };
     let id = {
-        let mut ar = ARENA.try_lock()?;
+        // SAFETY: the caller holds the GIL.
+        let mut ar = ARENA.try_lock(unsafe { gil_held() })?;
         for f in [a, b] {
             if let Fast::Node(obj, _) = f {
                 register_raw(&mut ar, obj, o.offset);
@@ -128,7 +132,7 @@ unsafe fn fast_binary(
 
 /// Makes the handle object `obj` its node's canonical handle if the node has none.
 #[inline(always)]
-fn register_raw(ar: &mut crate::arena::Arena, obj: *mut ffi::PyObject, offset: usize) {
+fn register_raw(ar: &mut Arena, obj: *mut ffi::PyObject, offset: usize) {
     // SAFETY: `obj` is a live Value object (the caller checked its type).
     let me = unsafe { contents(obj, offset) };
     if !me.registered.load(Ordering::Relaxed) && ar.handle(me.id) == 0 {
@@ -144,17 +148,17 @@ fn register_raw(ar: &mut crate::arena::Arena, obj: *mut ffi::PyObject, offset: u
 /// The GIL is held, the arena is not borrowed, `tp` is the `Value` type.
 unsafe fn new_handle(id: NodeId, tp: *mut ffi::PyTypeObject, offset: usize) -> *mut ffi::PyObject {
     unsafe {
-        let obj = super::value_alloc(tp, 0);
+        let obj = value_alloc(tp, 0);
         if obj.is_null() {
-            ARENA.lock().release(id);
+            ARENA.lock(gil_held()).release(id);
             return obj;
         }
         // The `Value` is the whole of the object's contents for a frozen, `Send`
         // pyclass without dict or weakref slots; `install` checked the layout.
-        obj.cast::<u8>().add(offset).cast::<Value>().write(Value {
-            id,
-            registered: AtomicBool::new(false),
-        });
+        obj.cast::<u8>()
+            .add(offset)
+            .cast::<Value>()
+            .write(Value::of(id));
         obj
     }
 }
@@ -224,7 +228,7 @@ unsafe extern "C" fn nb_neg(x: *mut ffi::PyObject) -> *mut ffi::PyObject {
         let tp = VALUE_TYPE.load(Ordering::Relaxed);
         // SAFETY: CPython calls nb_negative with the GIL held on a Value.
         let id = {
-            let mut ar = ARENA.try_lock()?;
+            let mut ar = ARENA.try_lock(unsafe { gil_held() })?;
             register_raw(&mut ar, x, o.offset);
             let a = unsafe { contents(x, o.offset) }.id;
             let id = ar.unary(Op::Neg, a, [0.0; 2]).ok()?;
@@ -267,7 +271,7 @@ unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
     // (it was never tracked by the collector: `value_alloc`), or to CPython.
     unsafe {
         let tp = ffi::Py_TYPE(obj);
-        if !super::keep_handle(obj) {
+        if !keep_handle(gil_held(), obj) {
             ffi::PyObject_GC_Del(obj.cast());
         }
         // Instances of a heap type hold a reference to it.
@@ -309,7 +313,7 @@ unsafe fn restore_raised([t, v, tb]: Raised) {
 /// any instance exists but the probe).
 pub(super) fn install(py: Python<'_>, tp: *mut ffi::PyTypeObject) -> PyResult<()> {
     // Where PyO3 puts the struct: measured on a real instance.
-    let probe = super::leaf_copy(py, 0.0, 0.0, "")?.into_bound(py);
+    let probe = leaf_copy(py, 0.0, 0.0, "")?.into_bound(py);
     let offset = (probe.get() as *const Value as usize) - (probe.as_ptr() as usize);
     drop(probe);
     // SAFETY: `tp` is the ready `Value` type; slots are read on every use, not

@@ -1,0 +1,146 @@
+//! The `ParamGroup` class (optimizer steps over many parameters in one call) and
+//! bulk reads and writes of many Values' `data` and `grad`.
+
+use super::convert::type_name;
+use super::gil::{gil_held, ARENA};
+use super::value::Value;
+use crate::arena::NodeId;
+use crate::optim;
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+/// Node ids of an iterable of rust Values (for the bulk operations below).
+pub(super) fn ids_of(op: &str, values: &Bound<'_, PyAny>) -> PyResult<Vec<NodeId>> {
+    let mut ids = Vec::new();
+    for (i, v) in values.try_iter()?.enumerate() {
+        let v = v?;
+        let v = v.cast_exact::<Value>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{op}: element {i} must be a rust Value, got {}",
+                type_name(&v)
+            ))
+        })?;
+        ids.push(v.get().id);
+    }
+    Ok(ids)
+}
+
+/// The parameters of a model, held together so an optimizer step, zeroing the
+/// gradients or reading and writing all values is one call into Rust. Keeps its
+/// optimizer state (momentum, Adam moments) per parameter.
+#[pyclass(frozen, name = "ParamGroup", module = "scalargrad._core")]
+pub struct ParamGroup {
+    ids: Vec<NodeId>,
+    state: Mutex<[Vec<f64>; 2]>,
+}
+
+impl Drop for ParamGroup {
+    fn drop(&mut self) {
+        // SAFETY: a ParamGroup is dropped by its deallocator, or by PyO3 when its
+        // constructor fails: CPython holds the GIL for both.
+        let py = unsafe { gil_held() };
+        let mut ar = ARENA.lock(py);
+        for &id in &self.ids {
+            ar.decref(id);
+        }
+    }
+}
+
+#[pymethods]
+impl ParamGroup {
+    #[new]
+    fn new(values: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let ids = ids_of("ParamGroup", values)?;
+        let mut ar = ARENA.lock(values.py());
+        for &id in &ids {
+            ar.incref(id);
+        }
+        let n = ids.len();
+        Ok(ParamGroup {
+            ids,
+            state: Mutex::new([vec![0.0; n], vec![0.0; n]]),
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Sets every parameter's gradient to 0.
+    fn zero_grad(&self, py: Python<'_>) {
+        let mut ar = ARENA.lock(py);
+        for &id in &self.ids {
+            ar.grad[id as usize] = 0.0;
+        }
+    }
+
+    /// One SGD step (see `scalargrad.optim.SGD`); the velocity lives here.
+    fn sgd(&self, py: Python<'_>, lr: f64, momentum: f64, weight_decay: f64) {
+        let mut state = self.state.lock();
+        optim::sgd(
+            &mut ARENA.lock(py),
+            &self.ids,
+            &mut state[0],
+            lr,
+            momentum,
+            weight_decay,
+        );
+    }
+
+    /// One Adam step number `t` (see `scalargrad.optim.Adam`); the moments live here.
+    #[allow(clippy::too_many_arguments)]
+    fn adam(&self, py: Python<'_>, lr: f64, b1: f64, b2: f64, eps: f64, weight_decay: f64, t: u64) {
+        let mut state = self.state.lock();
+        let [m, v] = &mut *state;
+        let step = optim::AdamStep {
+            lr,
+            b1,
+            b2,
+            eps,
+            wd: weight_decay,
+            t,
+        };
+        optim::adam(&mut ARENA.lock(py), &self.ids, m, v, step);
+    }
+
+    /// The optimizer state: `(velocity or first moments, second moments)`.
+    fn state(&self) -> (Vec<f64>, Vec<f64>) {
+        let state = self.state.lock();
+        (state[0].clone(), state[1].clone())
+    }
+}
+
+/// The `data` of many Values in one call.
+#[pyfunction]
+pub(super) fn get_data(values: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    let ids = ids_of("get_data", values)?;
+    let ar = ARENA.lock(values.py());
+    Ok(ids.iter().map(|&i| ar.data[i as usize]).collect())
+}
+
+/// The `grad` of many Values in one call.
+#[pyfunction]
+pub(super) fn get_grad(values: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    let ids = ids_of("get_grad", values)?;
+    let ar = ARENA.lock(values.py());
+    Ok(ids.iter().map(|&i| ar.grad[i as usize]).collect())
+}
+
+/// Sets the `data` of many Values in one call; checks everything first.
+#[pyfunction]
+pub(super) fn set_data(values: &Bound<'_, PyAny>, data: Vec<f64>) -> PyResult<()> {
+    let ids = ids_of("set_data", values)?;
+    if ids.len() != data.len() {
+        return Err(PyValueError::new_err(format!(
+            "set_data: {} values but {} numbers",
+            ids.len(),
+            data.len()
+        )));
+    }
+    let mut ar = ARENA.lock(values.py());
+    for (&i, &x) in ids.iter().zip(&data) {
+        ar.data[i as usize] = x;
+    }
+    Ok(())
+}

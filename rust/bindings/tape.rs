@@ -1,0 +1,115 @@
+//! The `Tape` class: a recorded graph re-run forward and backward from Python.
+
+use super::convert::type_name;
+use super::diagnostics::ANOMALY;
+use super::gil::{gil_held, ARENA};
+use super::handles::handle_for;
+use super::sweep::{forward_interruptibly, sweep_interruptibly};
+use super::value::Value;
+use crate::replay;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// A recorded graph that can be re-run: `forward()` recomputes every node from the
+/// current leaf values (parameters updated in place, inputs set through `data`),
+/// `backward()` differentiates it again, all in Rust. Python control flow taken
+/// while the graph was built is frozen, as with `torch.jit.trace`.
+///
+/// >>> w = Value(2.0); loss = (w * 3.0 - 1.0) ** 2
+/// >>> tape = Tape(loss)
+/// >>> w.data = 0.5
+/// >>> tape.run()       # forward, zero_grad, backward; returns the root's value
+/// 0.25
+/// >>> w.grad
+/// 3.0
+#[pyclass(frozen, name = "Tape", module = "scalargrad._core")]
+pub struct Tape {
+    // Immutable once recorded, so no lock: a long replay that lets other threads
+    // run between chunks never holds anything they could wait on.
+    inner: Option<replay::Tape>,
+}
+
+impl Drop for Tape {
+    fn drop(&mut self) {
+        if let Some(t) = self.inner.take() {
+            // SAFETY: a Tape is dropped by its deallocator, with the GIL held.
+            let py = unsafe { gil_held() };
+            t.release(&mut ARENA.lock(py));
+        }
+    }
+}
+
+impl Tape {
+    fn with<R>(&self, f: impl FnOnce(&replay::Tape) -> R) -> R {
+        f(self
+            .inner
+            .as_ref()
+            .expect("a Tape is recorded at construction"))
+    }
+}
+
+#[pymethods]
+impl Tape {
+    #[new]
+    fn new(root: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let root = root.cast_exact::<Value>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "Tape: root must be a rust Value, got {}",
+                type_name(root)
+            ))
+        })?;
+        let tape = replay::Tape::record(&mut ARENA.lock(root.py()), root.get().id);
+        Ok(Tape { inner: Some(tape) })
+    }
+
+    /// The recorded root.
+    #[getter]
+    fn root(&self, py: Python<'_>) -> PyResult<Py<Value>> {
+        let id = self.with(|t| t.root());
+        handle_for(py, id)
+    }
+
+    fn __len__(&self) -> usize {
+        self.with(|t| t.len())
+    }
+
+    /// Recomputes every node from the current leaf values.
+    fn forward(&self, py: Python<'_>) -> PyResult<()> {
+        let check = ANOMALY.load(Ordering::Relaxed);
+        self.with(|t| forward_interruptibly(py, t.order(), check))
+    }
+
+    /// Sets the gradient of every recorded node (parameters included) to 0.
+    fn zero_grad(&self, py: Python<'_>) {
+        self.with(|t| t.zero_grad(&mut ARENA.lock(py)))
+    }
+
+    /// Seeds the root with 1.0 and adds into every recorded node's gradient.
+    fn backward(&self, py: Python<'_>) -> PyResult<()> {
+        let check = ANOMALY.load(Ordering::Relaxed);
+        self.with(|t| {
+            ARENA.lock(py).grad[t.root() as usize] = 1.0;
+            sweep_interruptibly(py, t.order(), check, Instant::now())
+        })
+    }
+
+    /// `forward()`, `zero_grad()`, `backward()`; returns the root's new value.
+    fn run(&self, py: Python<'_>) -> PyResult<f64> {
+        if !ANOMALY.load(Ordering::Relaxed) {
+            // Tapes of up to a million nodes run compiled, in one go.
+            let done = self.with(|t| {
+                let mut ar = ARENA.lock(py);
+                t.run_compiled(&mut ar).then(|| ar.data[t.root() as usize])
+            });
+            if let Some(value) = done {
+                return Ok(value);
+            }
+        }
+        self.forward(py)?;
+        self.zero_grad(py);
+        self.backward(py)?;
+        Ok(self.with(|t| ARENA.lock(py).data[t.root() as usize]))
+    }
+}

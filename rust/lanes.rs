@@ -1,0 +1,1127 @@
+//! Batched lanes (DESIGN.md section 3): one sample's graph, recorded once, run
+//! over a whole batch.
+//!
+//! Every recorded node is either a *lane* node, which depends on a per-sample
+//! input and so holds one value per sample, or a *shared* node, which does not
+//! (parameters, constants, and anything computed from them alone) and holds one
+//! value for the whole batch. A run splits the batch into chunks of [`CHUNK`]
+//! samples; a chunk runs the lane nodes forward and backward with its samples'
+//! values contiguous (node-major, a slot of `CHUNK` lanes per node), so a fused
+//! `dot` is a broadcast multiply-add over lanes that the compiler vectorises.
+//!
+//! Per-sample values, and the gradients of lane nodes, are those of running the
+//! sample's graph alone: the same float operations in the same order. A shared
+//! node's gradient is the sum of its lanes' contributions, added in this fixed
+//! order, whatever the number of threads:
+//!
+//! 1. within a chunk, each contribution site (an operand slot of a lane node, in
+//!    backward order) is reduced over the chunk's lanes by eight accumulators,
+//!    lane `l` into accumulator `l % 8` in lane order, combined as
+//!    `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))`, and added to the
+//!    chunk's partial for that node (starting from 0.0);
+//! 2. the chunks' partials are added in chunk order, starting from 0.0;
+//! 3. shared interior nodes then pass their totals to their operands as a
+//!    scalar sweep would, and each shared leaf's `grad` gets its total added.
+//!
+//! The reference backend runs the same steps in Python, so both give the same bits.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::arena::{Arena, NodeId};
+use crate::backward;
+use crate::ops::{self, Op};
+
+/// Samples per chunk: a chunk is the unit of work of a thread, and of the
+/// reduction order, so it is fixed (never derived from the thread count).
+pub const CHUNK: usize = 64;
+
+/// Operand count times samples above which a run uses threads.
+pub const PARALLEL_WORK: usize = 1 << 17;
+
+/// Accumulators of a chunk's reduction over lanes.
+const ACC: usize = 8;
+
+/// Where an operand's value lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Src {
+    /// A lane node's slot: one value per sample.
+    Lane(u32),
+    /// A shared node's slot: one value for the batch.
+    Shared(u32),
+}
+
+/// One non-leaf node: its op, its output slot (lane or shared, by the program it
+/// is in), its operands `srcs[lo..hi]` in operand order, and its constants.
+struct Instr {
+    op: Op,
+    out: u32,
+    lo: u32,
+    hi: u32,
+    c: [f64; 2],
+    /// A lane `dot` whose weights are all shared and inputs all lanes (a neuron):
+    /// run by the register-tiled kernels `dense_forward` and `dense_backward`.
+    dense: bool,
+}
+
+/// Why a batched run stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaneError {
+    /// An allocation that grows with the batch failed.
+    Memory,
+    /// The caller's interrupt check asked to stop (nothing was written).
+    Interrupted,
+}
+
+/// A recorded per-sample graph, ready to run over batches.
+pub struct LaneTape {
+    /// Every recorded node, each holding one reference while the tape lives.
+    ids: Vec<NodeId>,
+    /// The arena node of each shared leaf, and its shared slot.
+    shared_leaves: Vec<(NodeId, u32)>,
+    n_shared: usize,
+    /// Shared non-leaf nodes, operands first; every operand is shared, and their
+    /// shared slots are `shared_args[lo..hi]`.
+    shared_code: Vec<Instr>,
+    shared_args: Vec<u32>,
+    /// Lane slots: the inputs first (one per column), then `code`'s outputs.
+    n_lane: usize,
+    n_inputs: usize,
+    /// Lane nodes, operands first.
+    code: Vec<Instr>,
+    srcs: Vec<Src>,
+    root: Src,
+    outputs: Vec<Src>,
+    /// The most weights of a dense `dot` (sizes `Scratch::acc`).
+    max_dense: usize,
+}
+
+/// Why a graph cannot be recorded as lanes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    /// Input `k` is not a leaf.
+    InputNotLeaf(usize),
+    /// Inputs `k` and `j` are the same node.
+    DuplicateInput(usize, usize),
+    /// Output `k` is not part of the root's graph.
+    OutputUnreachable(usize),
+    Memory,
+}
+
+impl LaneTape {
+    /// Records the graph under `root`: `inputs` are the leaves that take a new
+    /// value per sample (one column each); `outputs` are nodes under `root` whose
+    /// per-sample values a run reports.
+    pub fn record(
+        ar: &mut Arena,
+        root: NodeId,
+        inputs: &[NodeId],
+        outputs: &[NodeId],
+    ) -> Result<LaneTape, RecordError> {
+        let mut slot: rustc_hash::FxHashMap<NodeId, Src> = Default::default();
+        for (k, &id) in inputs.iter().enumerate() {
+            if ar.op(id) != Op::Leaf {
+                return Err(RecordError::InputNotLeaf(k));
+            }
+            if let Some(Src::Lane(j)) = slot.insert(id, Src::Lane(k as u32)) {
+                return Err(RecordError::DuplicateInput(j as usize, k));
+            }
+        }
+        // Operands first: the reverse of the canonical backward order.
+        let mut ids = backward::order(ar, root);
+        ids.reverse();
+        let mut tape = LaneTape {
+            ids: Vec::new(),
+            shared_leaves: Vec::new(),
+            n_shared: 0,
+            shared_code: Vec::new(),
+            shared_args: Vec::new(),
+            n_lane: inputs.len(),
+            n_inputs: inputs.len(),
+            code: Vec::new(),
+            srcs: Vec::new(),
+            root: Src::Shared(0),
+            outputs: Vec::new(),
+            max_dense: 0,
+        };
+        for &id in &ids {
+            if slot.contains_key(&id) {
+                continue; // an input
+            }
+            let op = ar.op(id);
+            if op == Op::Leaf {
+                slot.insert(id, Src::Shared(tape.n_shared as u32));
+                tape.shared_leaves.push((id, tape.n_shared as u32));
+                tape.n_shared += 1;
+                continue;
+            }
+            let n_args = ar.n_operands(id);
+            let lane = (0..n_args).any(|k| matches!(slot[&ar.operand(id, k)], Src::Lane(_)));
+            let c = ar.consts(id);
+            let out = if lane {
+                // Operands as sources: lane slots or shared values.
+                let lo = tape.srcs.len() as u32;
+                tape.srcs
+                    .extend((0..n_args).map(|k| slot[&ar.operand(id, k)]));
+                let args = &tape.srcs[lo as usize..];
+                let (ws, xs) = ops::split_dot(args);
+                let dense = op == Op::Dot
+                    && ws.iter().all(|s| matches!(s, Src::Shared(_)))
+                    && xs.iter().all(|s| matches!(s, Src::Lane(_)));
+                if dense {
+                    tape.max_dense = tape.max_dense.max(ws.len());
+                }
+                let hi = tape.srcs.len() as u32;
+                tape.n_lane += 1;
+                let out = tape.n_lane as u32 - 1;
+                tape.code.push(Instr {
+                    op,
+                    out,
+                    lo,
+                    hi,
+                    c,
+                    dense,
+                });
+                Src::Lane(out)
+            } else {
+                // Every operand shared: operands as shared slots.
+                let lo = tape.shared_args.len() as u32;
+                tape.shared_args
+                    .extend((0..n_args).map(|k| slot_of(slot[&ar.operand(id, k)])));
+                let hi = tape.shared_args.len() as u32;
+                tape.n_shared += 1;
+                let out = tape.n_shared as u32 - 1;
+                tape.shared_code.push(Instr {
+                    op,
+                    out,
+                    lo,
+                    hi,
+                    c,
+                    dense: false,
+                });
+                Src::Shared(out)
+            };
+            slot.insert(id, out);
+        }
+        tape.root = slot[&root];
+        for (k, id) in outputs.iter().enumerate() {
+            match slot.get(id) {
+                Some(&s) => tape.outputs.push(s),
+                None => return Err(RecordError::OutputUnreachable(k)),
+            }
+        }
+        for &id in &ids {
+            ar.incref(id);
+        }
+        tape.ids = ids;
+        Ok(tape)
+    }
+
+    pub fn n_inputs(&self) -> usize {
+        self.n_inputs
+    }
+
+    pub fn n_outputs(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// Recorded nodes (lane and shared, inputs included).
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Nodes that hold one value per sample.
+    pub fn lane_nodes(&self) -> usize {
+        self.n_lane
+    }
+
+    /// Gives back the references the tape holds.
+    pub fn release(self, ar: &mut Arena) {
+        for &id in &self.ids {
+            ar.decref(id);
+        }
+    }
+
+    /// Runs `rows` samples: `x` holds them row by row (`n_inputs` numbers each);
+    /// each sample's outputs go to `out` row by row (`n_outputs` each). With
+    /// `seed`, each sample's root gradient is `seed` and the gradients are swept
+    /// back, adding each shared leaf's total (in the order of the module
+    /// comment) into its `grad`. Returns the sum of the root's values over the
+    /// samples, in sample order. `interrupt` is asked between chunks on the
+    /// calling thread; if it says stop, nothing has been written to the arena.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        ar: &mut Arena,
+        x: &[f64],
+        rows: usize,
+        seed: Option<f64>,
+        out: &mut [f64],
+        threads: usize,
+        interrupt: &mut dyn FnMut() -> bool,
+    ) -> Result<f64, LaneError> {
+        self.run_with(ar, x, rows, seed, out, threads, interrupt, PARALLEL_WORK)
+    }
+
+    /// `run`, with threads used from `parallel_work` operands times samples.
+    #[allow(clippy::too_many_arguments)]
+    fn run_with(
+        &self,
+        ar: &mut Arena,
+        x: &[f64],
+        rows: usize,
+        seed: Option<f64>,
+        out: &mut [f64],
+        threads: usize,
+        interrupt: &mut dyn FnMut() -> bool,
+        parallel_work: usize,
+    ) -> Result<f64, LaneError> {
+        let shared = self.shared_values(ar)?;
+        let (sum, grads) = self.compute(
+            &shared,
+            x,
+            rows,
+            seed,
+            out,
+            threads,
+            interrupt,
+            parallel_work,
+        )?;
+        if let Some(grads) = grads {
+            self.add_grads(ar, &grads);
+        }
+        Ok(sum)
+    }
+
+    /// `run` in three steps, so a caller can let go of the arena while the
+    /// batch runs: `shared_values` reads the parameters, `compute` runs the
+    /// samples (returning the root's sum and, with a seed, every shared node's
+    /// gradient total), `add_grads` adds the totals into the shared leaves.
+    #[allow(clippy::too_many_arguments)]
+    pub fn compute(
+        &self,
+        shared: &[f64],
+        x: &[f64],
+        rows: usize,
+        seed: Option<f64>,
+        out: &mut [f64],
+        threads: usize,
+        interrupt: &mut dyn FnMut() -> bool,
+        parallel_work: usize,
+    ) -> Result<(f64, Option<Vec<f64>>), LaneError> {
+        assert_eq!(x.len(), rows * self.n_inputs);
+        assert_eq!(out.len(), rows * self.outputs.len());
+        let chunks = rows.div_ceil(CHUNK);
+        let backward = seed.is_some();
+        let (ni, no, ns) = (self.n_inputs, self.outputs.len(), self.n_shared);
+        let mut partials = alloc(if backward { chunks * ns } else { 0 })?;
+        let mut roots = alloc(rows)?;
+
+        // The chunks' work, handed out one at a time to whichever thread asks.
+        let mut tasks = Vec::new();
+        tasks
+            .try_reserve_exact(chunks)
+            .map_err(|_| LaneError::Memory)?;
+        let (mut xr, mut rr, mut or, mut pr) = (x, &mut roots[..], out, &mut partials[..]);
+        for c in 0..chunks {
+            let n = CHUNK.min(rows - c * CHUNK);
+            let (xa, xb) = xr.split_at(n * ni);
+            let (ra, rb) = std::mem::take(&mut rr).split_at_mut(n);
+            let (oa, ob) = std::mem::take(&mut or).split_at_mut(n * no);
+            let partial = if backward {
+                let (pa, pb) = std::mem::take(&mut pr).split_at_mut(ns);
+                pr = pb;
+                Some(pa)
+            } else {
+                None
+            };
+            (xr, rr, or) = (xb, rb, ob);
+            tasks.push(Task {
+                x: xa,
+                roots: ra,
+                out: oa,
+                partial,
+            });
+        }
+        let work = self.srcs.len().max(1) * rows;
+        let threads = if work >= parallel_work {
+            threads.clamp(1, chunks.max(1))
+        } else {
+            1
+        };
+        let queue = Mutex::new(tasks.into_iter());
+        let stop = AtomicBool::new(false);
+        let failed = AtomicBool::new(false);
+        let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+        let worker = |check: &mut dyn FnMut() -> bool| {
+            let mut scratch = match Scratch::new(self.n_lane, self.max_dense, backward) {
+                Ok(s) => s,
+                Err(_) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return;
+                }
+            };
+            while !stop.load(Ordering::Relaxed) {
+                if check() {
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+                let Some(task) = next() else { break };
+                self.run_chunk(shared, seed, &mut scratch, task);
+            }
+        };
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(|| worker(&mut || false));
+            }
+            worker(interrupt);
+        });
+        if failed.load(Ordering::Relaxed) {
+            return Err(LaneError::Memory);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(LaneError::Interrupted);
+        }
+        let grads = match backward {
+            true => Some(self.shared_backward(shared, &partials)?),
+            false => None,
+        };
+        Ok((ops::sum(roots.iter().copied()), grads))
+    }
+
+    /// Every shared node's value: leaves read from the arena, the rest computed.
+    pub fn shared_values(&self, ar: &Arena) -> Result<Vec<f64>, LaneError> {
+        let mut v = alloc(self.n_shared)?;
+        for &(id, s) in &self.shared_leaves {
+            v[s as usize] = ar.data[id as usize];
+        }
+        for ins in &self.shared_code {
+            let args = &self.shared_args[ins.lo as usize..ins.hi as usize];
+            let at = |k: usize| v[args[k] as usize];
+            v[ins.out as usize] = match ins.op {
+                op if op.is_nary() => ops::nary(op, args, &v),
+                op if op.is_binary() => ops::binary(op, at(0), at(1)),
+                op => ops::unary(op, at(0), ins.c),
+            };
+        }
+        Ok(v)
+    }
+
+    /// Steps 2 and 3 of the module comment, up to the leaves' totals.
+    fn shared_backward(&self, shared: &[f64], partials: &[f64]) -> Result<Vec<f64>, LaneError> {
+        let n = self.n_shared;
+        let mut total = alloc(n)?;
+        if n > 0 {
+            for p in partials.chunks(n) {
+                for (t, &p) in total.iter_mut().zip(p) {
+                    *t += p;
+                }
+            }
+        }
+        for ins in self.shared_code.iter().rev() {
+            let args = &self.shared_args[ins.lo as usize..ins.hi as usize];
+            let (g, out) = (total[ins.out as usize], shared[ins.out as usize]);
+            match ins.op {
+                op if op.is_nary() => ops::nary_grad(op, g, args, shared, &mut total),
+                op if op.is_binary() => {
+                    let (a, b) = (args[0] as usize, args[1] as usize);
+                    let (ga, gb) = ops::binary_grad(op, g, shared[a], shared[b], out);
+                    total[a] += ga;
+                    total[b] += gb;
+                }
+                op => {
+                    let a = args[0] as usize;
+                    total[a] += ops::unary_grad(op, g, shared[a], out, ins.c);
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Adds each shared leaf's total (from `compute`) into its `grad`.
+    pub fn add_grads(&self, ar: &mut Arena, totals: &[f64]) {
+        for &(id, s) in &self.shared_leaves {
+            ar.grad[id as usize] += totals[s as usize];
+        }
+    }
+
+    /// One chunk forward (and backward with a seed).
+    fn run_chunk(&self, shared: &[f64], seed: Option<f64>, sc: &mut Scratch, task: Task<'_>) {
+        let n = task.roots.len();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                unsafe { self.chunk_avx2(shared, seed, sc, task, n) };
+                return;
+            }
+        }
+        self.chunk(shared, seed, sc, task, n);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn chunk_avx2(
+        &self,
+        shared: &[f64],
+        seed: Option<f64>,
+        sc: &mut Scratch,
+        task: Task<'_>,
+        n: usize,
+    ) {
+        self.chunk(shared, seed, sc, task, n)
+    }
+
+    #[inline(always)]
+    fn chunk(&self, shared: &[f64], seed: Option<f64>, sc: &mut Scratch, task: Task<'_>, n: usize) {
+        let ni = self.n_inputs;
+        let vals = &mut sc.vals[..];
+        for (l, row) in task.x.chunks_exact(ni.max(1)).enumerate().take(n) {
+            for (j, &v) in row.iter().enumerate().take(ni) {
+                vals[j * CHUNK + l] = v;
+            }
+        }
+        for ins in &self.code {
+            let (lo, hi) = vals.split_at_mut(ins.out as usize * CHUNK);
+            let o = &mut hi[..n];
+            let args = &self.srcs[ins.lo as usize..ins.hi as usize];
+            if ins.dense {
+                dense_forward(o, args, shared, lo);
+                continue;
+            }
+            let get = |s: Src| match s {
+                Src::Lane(j) => In::L(&lo[j as usize * CHUNK..j as usize * CHUNK + n]),
+                Src::Shared(j) => In::S(shared[j as usize]),
+            };
+            forward(ins, args, get, o);
+        }
+        let value = |s: Src, l: usize| match s {
+            Src::Lane(j) => vals[j as usize * CHUNK + l],
+            Src::Shared(j) => shared[j as usize],
+        };
+        for l in 0..n {
+            task.roots[l] = value(self.root, l);
+            for (k, &s) in self.outputs.iter().enumerate() {
+                task.out[l * self.outputs.len() + k] = value(s, l);
+            }
+        }
+        let (Some(seed), Some(partial)) = (seed, task.partial) else {
+            return;
+        };
+        partial.iter_mut().for_each(|p| *p = 0.0);
+        let Scratch { vals, grads, acc } = sc;
+        grads.iter_mut().for_each(|g| *g = 0.0);
+        let vals = &vals[..];
+        if let Src::Lane(r) = self.root {
+            grads[r as usize * CHUNK..r as usize * CHUNK + n].fill(seed);
+        } else {
+            // A root that no input reaches: each sample sends it `seed`.
+            let Src::Shared(r) = self.root else {
+                unreachable!()
+            };
+            partial[r as usize] += reduce(n, |_| seed);
+        }
+        for ins in self.code.iter().rev() {
+            let out = ins.out as usize * CHUNK;
+            let (glo, ghi) = grads.split_at_mut(out);
+            let g = &ghi[..n];
+            let args = &self.srcs[ins.lo as usize..ins.hi as usize];
+            if ins.dense {
+                dense_backward(g, args, shared, vals, glo, partial, acc);
+                continue;
+            }
+            let ctx = Back {
+                vals,
+                shared,
+                n,
+                out: &vals[out..out + n],
+                c: ins.c,
+            };
+            ctx.backward(ins.op, args, g, glo, partial);
+        }
+    }
+}
+
+/// One chunk's share of the run's inputs and outputs.
+struct Task<'a> {
+    x: &'a [f64],
+    roots: &'a mut [f64],
+    out: &'a mut [f64],
+    partial: Option<&'a mut [f64]>,
+}
+
+/// A thread's values and gradients of the lane nodes, `CHUNK` lanes a node, and
+/// the accumulators of a dense `dot`'s weight gradients.
+struct Scratch {
+    vals: Vec<f64>,
+    grads: Vec<f64>,
+    acc: Vec<f64>,
+}
+
+impl Scratch {
+    fn new(n_lane: usize, max_dense: usize, backward: bool) -> Result<Scratch, LaneError> {
+        Ok(Scratch {
+            vals: alloc(n_lane * CHUNK)?,
+            grads: alloc(if backward { n_lane * CHUNK } else { 0 })?,
+            acc: alloc(if backward { max_dense * ACC } else { 0 })?,
+        })
+    }
+}
+
+/// `n` zeros, or `LaneError::Memory`.
+fn alloc(n: usize) -> Result<Vec<f64>, LaneError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| LaneError::Memory)?;
+    v.resize(n, 0.0);
+    Ok(v)
+}
+
+/// An operand's values over a chunk's lanes.
+#[derive(Clone, Copy)]
+enum In<'a> {
+    L(&'a [f64]),
+    S(f64),
+}
+
+/// `o[l] = f(a[l])` or `f(a[l], b[l])` over the lanes, a loop per operand kind.
+#[inline(always)]
+fn map1(o: &mut [f64], a: In<'_>, f: impl Fn(f64) -> f64) {
+    match a {
+        In::L(a) => o.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a)),
+        In::S(a) => o.fill(f(a)),
+    }
+}
+
+#[inline(always)]
+fn map2(o: &mut [f64], a: In<'_>, b: In<'_>, f: impl Fn(f64, f64) -> f64) {
+    match (a, b) {
+        (In::L(a), In::L(b)) => {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        }
+        (In::L(a), In::S(b)) => o.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, b)),
+        (In::S(a), In::L(b)) => o.iter_mut().zip(b).for_each(|(o, &b)| *o = f(a, b)),
+        (In::S(a), In::S(b)) => o.fill(f(a, b)),
+    }
+}
+
+/// Calls `$m!(op)` with `op` a constant, for every op, so each arm's loop is
+/// compiled for that one op's formula from `ops`.
+macro_rules! each_op {
+    ($op:expr, $m:ident) => {
+        match $op {
+            Op::Add => $m!(Op::Add),
+            Op::Sub => $m!(Op::Sub),
+            Op::Mul => $m!(Op::Mul),
+            Op::Div => $m!(Op::Div),
+            Op::Pow => $m!(Op::Pow),
+            Op::Neg => $m!(Op::Neg),
+            Op::PowConst => $m!(Op::PowConst),
+            Op::RPowConst => $m!(Op::RPowConst),
+            Op::Exp => $m!(Op::Exp),
+            Op::Log => $m!(Op::Log),
+            Op::Tanh => $m!(Op::Tanh),
+            Op::Sigmoid => $m!(Op::Sigmoid),
+            Op::Relu => $m!(Op::Relu),
+            Op::Abs => $m!(Op::Abs),
+            Op::Clamp => $m!(Op::Clamp),
+            Op::Sum | Op::Dot | Op::Leaf | Op::Free => unreachable!("not elementwise"),
+        }
+    };
+}
+
+/// One lane node forward over a chunk.
+#[inline(always)]
+fn forward<'a>(ins: &Instr, args: &[Src], get: impl Fn(Src) -> In<'a>, o: &mut [f64]) {
+    match ins.op {
+        Op::Sum => {
+            if args.is_empty() {
+                o.fill(0.0);
+            }
+            for (k, &s) in args.iter().enumerate() {
+                match (k, get(s)) {
+                    (0, a) => map1(o, a, |a| a),
+                    (_, In::L(a)) => o.iter_mut().zip(a).for_each(|(o, &a)| *o += a),
+                    (_, In::S(a)) => o.iter_mut().for_each(|o| *o += a),
+                }
+            }
+        }
+        Op::Dot => {
+            let (ws, xs) = ops::split_dot(args);
+            if ws.is_empty() {
+                o.fill(0.0);
+            }
+            for (k, (&w, &x)) in ws.iter().zip(xs).enumerate() {
+                let (w, x) = (get(w), get(x));
+                if k == 0 {
+                    map2(o, w, x, |w, x| w * x);
+                    continue;
+                }
+                match (w, x) {
+                    (In::S(w), In::L(x)) => o.iter_mut().zip(x).for_each(|(o, &x)| *o += w * x),
+                    (In::L(w), In::S(x)) => o.iter_mut().zip(w).for_each(|(o, &w)| *o += w * x),
+                    (In::L(w), In::L(x)) => {
+                        for ((o, &w), &x) in o.iter_mut().zip(w).zip(x) {
+                            *o += w * x;
+                        }
+                    }
+                    (In::S(w), In::S(x)) => {
+                        let p = w * x;
+                        o.iter_mut().for_each(|o| *o += p);
+                    }
+                }
+            }
+        }
+        op => {
+            let c = ins.c;
+            macro_rules! fwd {
+                ($op:expr) => {
+                    if $op.is_binary() {
+                        map2(o, get(args[0]), get(args[1]), |a, b| ops::binary($op, a, b))
+                    } else {
+                        map1(o, get(args[0]), |a| ops::unary($op, a, c))
+                    }
+                };
+            }
+            each_op!(op, fwd)
+        }
+    }
+}
+
+/// Lanes of a tile: the dense kernels keep a tile's sums in registers.
+const TILE: usize = 2 * ACC;
+
+fn slot(s: Src) -> usize {
+    slot_of(s) as usize
+}
+
+fn slot_of(s: Src) -> u32 {
+    let (Src::Lane(j) | Src::Shared(j)) = s;
+    j
+}
+
+/// A dense `dot` forward (`o[l] = ((w1*x1[l] + w2*x2[l]) + ...)`, the op's order),
+/// a tile of lanes at a time so the sums stay in registers.
+#[inline(always)]
+fn dense_forward(o: &mut [f64], args: &[Src], shared: &[f64], lo: &[f64]) {
+    let (m, n) = (ops::split_dot(args).0.len(), o.len());
+    let w = |k: usize| shared[slot(args[k])];
+    let x = |k: usize| &lo[slot(args[m + k]) * CHUNK..slot(args[m + k]) * CHUNK + n];
+    let full = n / TILE * TILE;
+    for base in (0..full).step_by(TILE) {
+        let mut acc = [0.0f64; TILE];
+        let (w0, x0) = (w(0), &x(0)[base..base + TILE]);
+        for j in 0..TILE {
+            acc[j] = w0 * x0[j];
+        }
+        for k in 1..m {
+            let (wk, xk) = (w(k), &x(k)[base..base + TILE]);
+            for j in 0..TILE {
+                acc[j] += wk * xk[j];
+            }
+        }
+        o[base..base + TILE].copy_from_slice(&acc);
+    }
+    for (l, o) in o.iter_mut().enumerate().skip(full) {
+        let mut a = w(0) * x(0)[l];
+        for k in 1..m {
+            a += w(k) * x(k)[l];
+        }
+        *o = a;
+    }
+}
+
+/// A dense `dot` backward: `gx_k[l] += g[l] * w_k` and, for each weight, the
+/// reduction of `g[l] * x_k[l]` (lane `l` into accumulator `l % 8`, lanes in
+/// order, as `reduce`), a tile of lanes at a time so `g` stays in registers.
+#[inline(always)]
+fn dense_backward(
+    g: &[f64],
+    args: &[Src],
+    shared: &[f64],
+    vals: &[f64],
+    glo: &mut [f64],
+    partial: &mut [f64],
+    acc: &mut [f64],
+) {
+    let (m, n) = (ops::split_dot(args).0.len(), g.len());
+    let acc = &mut acc[..m * ACC];
+    acc.fill(0.0);
+    let full = n / TILE * TILE;
+    for base in (0..full).step_by(TILE) {
+        let gt: [f64; TILE] = g[base..base + TILE].try_into().unwrap();
+        for k in 0..m {
+            let (wk, xs) = (shared[slot(args[k])], slot(args[m + k]) * CHUNK + base);
+            let xk = &vals[xs..xs + TILE];
+            let a = &mut acc[k * ACC..k * ACC + ACC];
+            for j in 0..ACC {
+                a[j] += gt[j] * xk[j];
+            }
+            for j in 0..ACC {
+                a[j] += gt[ACC + j] * xk[ACC + j];
+            }
+            let gx = &mut glo[xs..xs + TILE];
+            for j in 0..TILE {
+                gx[j] += gt[j] * wk;
+            }
+        }
+    }
+    for l in full..n {
+        for k in 0..m {
+            let (wk, xs) = (shared[slot(args[k])], slot(args[m + k]) * CHUNK + l);
+            acc[k * ACC + (l % ACC)] += g[l] * vals[xs];
+            glo[xs] += g[l] * wk;
+        }
+    }
+    for k in 0..m {
+        let a: [f64; ACC] = acc[k * ACC..k * ACC + ACC].try_into().unwrap();
+        partial[slot(args[k])] += combine(a);
+    }
+}
+
+/// A chunk's reduction of `f(l)` over lanes `0..n` (step 1 of the module comment).
+#[inline(always)]
+fn reduce(n: usize, f: impl Fn(usize) -> f64) -> f64 {
+    let mut acc = [0.0f64; ACC];
+    let full = n / ACC * ACC;
+    for base in (0..full).step_by(ACC) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a += f(base + j);
+        }
+    }
+    for (j, a) in acc.iter_mut().enumerate().take(n - full) {
+        *a += f(full + j);
+    }
+    combine(acc)
+}
+
+/// `reduce(n, |l| g[l] * x[l])` over whole slices, written for the vectoriser.
+#[inline(always)]
+fn reduce_prod(g: &[f64], x: &[f64]) -> f64 {
+    let mut acc = [0.0f64; ACC];
+    let (gc, xc) = (g.chunks_exact(ACC), x.chunks_exact(ACC));
+    let (gr, xr) = (gc.remainder(), xc.remainder());
+    for (g8, x8) in gc.zip(xc) {
+        for j in 0..ACC {
+            acc[j] += g8[j] * x8[j];
+        }
+    }
+    for j in 0..gr.len() {
+        acc[j] += gr[j] * xr[j];
+    }
+    combine(acc)
+}
+
+#[inline(always)]
+fn combine(acc: [f64; ACC]) -> f64 {
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+/// What a lane node's backward reads.
+struct Back<'a> {
+    vals: &'a [f64],
+    shared: &'a [f64],
+    n: usize,
+    /// The node's own values.
+    out: &'a [f64],
+    c: [f64; 2],
+}
+
+impl Back<'_> {
+    fn lane(&self, j: u32) -> &[f64] {
+        &self.vals[j as usize * CHUNK..j as usize * CHUNK + self.n]
+    }
+
+    /// Adds `f(l)` to the operand `to`: into its lanes, or reduced into the
+    /// chunk's partial of a shared node.
+    #[inline(always)]
+    fn send(&self, to: Src, glo: &mut [f64], partial: &mut [f64], f: impl Fn(usize) -> f64) {
+        match to {
+            Src::Lane(j) => {
+                let d = &mut glo[j as usize * CHUNK..j as usize * CHUNK + self.n];
+                for (l, d) in d.iter_mut().enumerate() {
+                    *d += f(l);
+                }
+            }
+            Src::Shared(j) => partial[j as usize] += reduce(self.n, f),
+        }
+    }
+
+    #[inline(always)]
+    fn value(&self, s: Src) -> In<'_> {
+        match s {
+            Src::Lane(j) => In::L(self.lane(j)),
+            Src::Shared(j) => In::S(self.shared[j as usize]),
+        }
+    }
+
+    #[inline(always)]
+    fn backward(&self, op: Op, args: &[Src], g: &[f64], glo: &mut [f64], partial: &mut [f64]) {
+        let at = |v: In<'_>, l: usize| match v {
+            In::L(v) => v[l],
+            In::S(v) => v,
+        };
+        match op {
+            Op::Sum => {
+                for &s in args {
+                    self.send(s, glo, partial, |l| g[l]);
+                }
+            }
+            Op::Dot => {
+                let (ws, xs) = ops::split_dot(args);
+                for (&w, &x) in ws.iter().zip(xs) {
+                    match (w, x, self.value(w), self.value(x)) {
+                        // The hot case, a weight times an input: one pass over the
+                        // lanes updates the input's gradient and reduces the weight's.
+                        (Src::Shared(ws), Src::Lane(xs), In::S(wv), In::L(xv)) => {
+                            let d = &mut glo[xs as usize * CHUNK..xs as usize * CHUNK + self.n];
+                            partial[ws as usize] += reduce_prod(g, xv);
+                            for (d, &g) in d.iter_mut().zip(g) {
+                                *d += g * wv;
+                            }
+                        }
+                        (_, _, wv, xv) => {
+                            self.send(w, glo, partial, |l| g[l] * at(xv, l));
+                            self.send(x, glo, partial, |l| g[l] * at(wv, l));
+                        }
+                    }
+                }
+            }
+            op => {
+                let (out, c) = (self.out, self.c);
+                macro_rules! bwd {
+                    ($op:expr) => {
+                        if $op.is_binary() {
+                            let (a, b) = (self.value(args[0]), self.value(args[1]));
+                            let grad =
+                                |l: usize| ops::binary_grad($op, g[l], at(a, l), at(b, l), out[l]);
+                            self.send(args[0], glo, partial, |l| grad(l).0);
+                            self.send(args[1], glo, partial, |l| grad(l).1);
+                        } else {
+                            let a = self.value(args[0]);
+                            self.send(args[0], glo, partial, |l| {
+                                ops::unary_grad($op, g[l], at(a, l), out[l], c)
+                            });
+                        }
+                    };
+                }
+                each_op!(op, bwd)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arena::Operand;
+
+    /// A small MLP-like per-sample graph: inputs x0, x1, a target t; two hidden
+    /// units `tanh(dot(w, x) + b)`, a linear output, and `(out - t)**2`.
+    fn build(ar: &mut Arena) -> (NodeId, Vec<NodeId>, Vec<NodeId>, NodeId) {
+        let x: Vec<NodeId> = (0..2).map(|_| ar.leaf(0.0).unwrap()).collect();
+        let t = ar.leaf(0.0).unwrap();
+        let params: Vec<NodeId> = [0.3, -0.7, 0.5, 0.9, 0.1, -0.2, 1.1, -0.4, 0.05]
+            .iter()
+            .map(|&v| ar.leaf(v).unwrap())
+            .collect();
+        let xs: Vec<Operand> = x.iter().map(|&i| Operand::Node(i)).collect();
+        let mut h = Vec::new();
+        for u in 0..2 {
+            let ws = [
+                Operand::Node(params[3 * u]),
+                Operand::Node(params[3 * u + 1]),
+            ];
+            let d = ar.dot(&ws, &xs).unwrap();
+            let s = ar
+                .binary(Op::Add, Operand::Node(d), Operand::Node(params[3 * u + 2]))
+                .unwrap();
+            h.push(ar.unary(Op::Tanh, s, [0.0; 2]).unwrap());
+        }
+        let ws = [Operand::Node(params[6]), Operand::Node(params[7])];
+        let hs: Vec<Operand> = h.iter().map(|&i| Operand::Node(i)).collect();
+        let o = ar.dot(&ws, &hs).unwrap();
+        let o = ar
+            .binary(Op::Add, Operand::Node(o), Operand::Node(params[8]))
+            .unwrap();
+        let e = ar
+            .binary(Op::Sub, Operand::Node(o), Operand::Node(t))
+            .unwrap();
+        let sq = ar.unary(Op::PowConst, e, [2.0, 0.0]).unwrap();
+        let mut inputs = x;
+        inputs.push(t);
+        (sq, inputs, params, o)
+    }
+
+    fn data(rows: usize) -> Vec<f64> {
+        (0..rows * 3)
+            .map(|i| ((i * 7919) % 113) as f64 / 37.0 - 1.4)
+            .collect()
+    }
+
+    /// Per-sample replay: each sample's graph alone, its contributions to each
+    /// parameter reduced in the documented order.
+    fn by_sample(
+        ar: &mut Arena,
+        root: NodeId,
+        inputs: &[NodeId],
+        params: &[NodeId],
+        x: &[f64],
+        rows: usize,
+    ) -> (f64, Vec<f64>) {
+        let order = backward::order(ar, root);
+        let mut per_sample = vec![Vec::new(); params.len()];
+        let mut roots = Vec::new();
+        for r in 0..rows {
+            for (j, &i) in inputs.iter().enumerate() {
+                ar.data[i as usize] = x[r * inputs.len() + j];
+            }
+            for &id in order.iter().rev() {
+                if ar.op(id) != Op::Leaf {
+                    let v = recompute(ar, id);
+                    ar.data[id as usize] = v;
+                }
+            }
+            for &id in &order {
+                ar.grad[id as usize] = 0.0;
+            }
+            ar.grad[root as usize] = 1.0 / rows as f64;
+            backward::sweep(ar, &order, false).unwrap();
+            roots.push(ar.data[root as usize]);
+            for (k, &p) in params.iter().enumerate() {
+                per_sample[k].push(ar.grad[p as usize]);
+            }
+        }
+        let grads = per_sample
+            .iter()
+            .map(|c| {
+                let mut total = 0.0;
+                for chunk in c.chunks(CHUNK) {
+                    total += reduce(chunk.len(), |l| chunk[l]);
+                }
+                total
+            })
+            .collect();
+        (ops::sum(roots.into_iter()), grads)
+    }
+
+    fn recompute(ar: &Arena, id: NodeId) -> f64 {
+        let args: Vec<f64> = ar
+            .operands(id)
+            .iter()
+            .map(|&i| ar.data[i as usize])
+            .collect();
+        match ar.op(id) {
+            Op::Sum => ops::sum(args.into_iter()),
+            Op::Dot => {
+                let (ws, xs) = ops::split_dot(&args);
+                ops::dot(ws.iter().copied().zip(xs.iter().copied()))
+            }
+            op if op.is_binary() => ops::binary(op, args[0], args[1]),
+            op => ops::unary(op, args[0], ar.consts(id)),
+        }
+    }
+
+    #[test]
+    fn lanes_match_samples_run_one_by_one() {
+        for rows in [1, 7, 64, 65, 200] {
+            let mut ar = Arena::new();
+            let (root, inputs, params, out) = build(&mut ar);
+            let tape = LaneTape::record(&mut ar, root, &inputs, &[out]).unwrap();
+            let x = data(rows);
+            let mut outs = vec![0.0; rows];
+            for p in &params {
+                ar.grad[*p as usize] = 0.0;
+            }
+            let seed = 1.0 / rows as f64;
+            let total = tape
+                .run(&mut ar, &x, rows, Some(seed), &mut outs, 1, &mut || false)
+                .unwrap();
+            let lane_grads: Vec<f64> = params.iter().map(|&p| ar.grad[p as usize]).collect();
+            let (expect_total, expect_grads) = by_sample(&mut ar, root, &inputs, &params, &x, rows);
+            assert_eq!(total.to_bits(), expect_total.to_bits(), "rows {rows}");
+            for (a, b) in lane_grads.iter().zip(&expect_grads) {
+                assert_eq!(a.to_bits(), b.to_bits(), "rows {rows}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn threads_give_the_same_bits() {
+        let rows = 1000;
+        let mut results = Vec::new();
+        for threads in [1, 2, 3] {
+            let mut ar = Arena::new();
+            let (root, inputs, params, out) = build(&mut ar);
+            let tape = LaneTape::record(&mut ar, root, &inputs, &[out]).unwrap();
+            let x = data(rows);
+            let mut outs = vec![0.0; rows];
+            // Force the threaded path whatever the work size.
+            let total = tape
+                .run_with(
+                    &mut ar,
+                    &x,
+                    rows,
+                    Some(0.5),
+                    &mut outs,
+                    threads,
+                    &mut || false,
+                    0,
+                )
+                .unwrap();
+            let g: Vec<u64> = params
+                .iter()
+                .map(|&p| ar.grad[p as usize].to_bits())
+                .collect();
+            results.push((
+                total.to_bits(),
+                g,
+                outs.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            ));
+        }
+        assert_eq!(results[0], results[1]);
+        assert_eq!(results[0], results[2]);
+    }
+
+    #[test]
+    fn an_interrupted_run_writes_nothing() {
+        let mut ar = Arena::new();
+        let (root, inputs, params, _) = build(&mut ar);
+        let tape = LaneTape::record(&mut ar, root, &inputs, &[]).unwrap();
+        for &p in &params {
+            ar.grad[p as usize] = 0.25;
+        }
+        let x = data(300);
+        let mut calls = 0;
+        let r = tape.run(&mut ar, &x, 300, Some(1.0), &mut [], 1, &mut || {
+            calls += 1;
+            calls > 2
+        });
+        assert_eq!(r, Err(LaneError::Interrupted));
+        assert!(params.iter().all(|&p| ar.grad[p as usize] == 0.25));
+    }
+
+    #[test]
+    fn record_checks_its_inputs() {
+        let mut ar = Arena::new();
+        let (root, inputs, _, out) = build(&mut ar);
+        assert_eq!(
+            LaneTape::record(&mut ar, root, &[inputs[0], inputs[0]], &[]).err(),
+            Some(RecordError::DuplicateInput(0, 1))
+        );
+        assert_eq!(
+            LaneTape::record(&mut ar, root, &[out], &[]).err(),
+            Some(RecordError::InputNotLeaf(0))
+        );
+        let stray = ar.leaf(1.0).unwrap();
+        assert_eq!(
+            LaneTape::record(&mut ar, root, &inputs, &[stray]).err(),
+            Some(RecordError::OutputUnreachable(0))
+        );
+    }
+}
