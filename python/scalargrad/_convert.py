@@ -84,6 +84,26 @@ def compared(x: Any) -> Any:
         return None
 
 
+def comparison(compare: Callable[[float, Any], bool]) -> Callable:
+    """A comparison method of a node class: data with another node's data or a number."""
+
+    def method(self: Any, other: Any) -> Any:
+        y = other._data if isinstance(other, type(self)) else compared(other)
+        return NotImplemented if y is None else compare(self._data, y)
+
+    method.__name__ = f"__{compare.__name__}__"
+    return method
+
+
+def operand(symbol: str, x: Any, node: type, leaf: Callable[[float], Any]) -> Any:
+    """The other operand of a binary operator ``symbol``: a ``node`` as it is, a number
+    as a new leaf made by ``leaf``; None (NotImplemented) for anything else."""
+    if isinstance(x, node):
+        return x
+    c = const(symbol, x)
+    return None if c is None else leaf(c)
+
+
 def operands(op: str, items: Iterable[Any], node: type, leaf: Callable[[float], Any]) -> list:
     """The operands of an n-ary op: nodes of class ``node`` as they are, numbers
     as new leaves made by ``leaf``."""
@@ -160,6 +180,28 @@ def layer_shapes(rows: list[list[Any]], biases: list[Any], n_inputs: int, node: 
             )
     if len(biases) != len(rows) or not all(isinstance(b, node) for b in biases):
         raise ValueError(f"layer: need one bias Value per neuron ({len(rows)}), got {len(biases)}")
+
+
+# ---- how messages and micrograd's ``_op`` name an op ---------------------------------
+
+#: An op's name where it is not its kind.
+SYMBOL = {"leaf": "", "add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "relu": "ReLU"}
+
+
+def micrograd_op(kind: str, c: tuple[float, ...]) -> str:
+    """micrograd's ``_op`` for a node of ``kind`` with constants ``c`` (``"**2"``, ``"ReLU"``):
+    ``SYMBOL``'s name, the constant added for ``**c`` and ``c**``."""
+    if kind == "pow_const":
+        return "**" + _fmt_const(c[0])
+    if kind == "rpow_const":
+        return _fmt_const(c[0]) + "**"
+    return SYMBOL.get(kind, kind)
+
+
+def _fmt_const(c: float) -> str:
+    if math.isfinite(c) and c == int(c) and abs(c) < 1e15:
+        return str(int(c))
+    return repr(c)
 
 
 # ---- detect_anomaly's messages, the same as the Rust backend's ----------------------

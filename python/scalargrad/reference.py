@@ -1,12 +1,11 @@
 """The reference backend: the engine in pure Python.
 
-The same nodes, ops and backward order as the Rust backend (``scalargrad._core``),
-written to be read. The op table states every op once, its forward beside its
-derivative, in the order and with the floating-point operations of DESIGN.md
-section 4 and ``rust/ops.rs``, so both backends give the same bits. Nodes hold no
-closures and form no reference cycles, so reference counting frees a graph as soon
-as it is unreachable. Argument checks and messages live in ``scalargrad._convert``,
-C's results where Python's ``math`` raises (``log(0)``) in ``scalargrad._ieee``.
+The Rust backend's nodes, ops and backward order, written to be read. Each op is
+stated once, its forward beside its derivative (``_tanh``, ``_tanh_grad``), with the
+float operations of DESIGN.md section 4, so both backends give the same bits; Value's
+methods, the sweep, ``Tape`` and ``reference_lanes`` all call that one pair. Nodes
+form no reference cycles: reference counting frees an unreachable graph. Argument
+checks and messages are in ``_convert``, IEEE results where ``math`` raises in ``_ieee``.
 
 >>> from scalargrad.reference import Value
 >>> a = Value(2.0)
@@ -21,18 +20,14 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable
-from typing import Any, Callable, Optional
+from functools import reduce
+from typing import Any, Callable, NamedTuple, Optional
 
-from scalargrad import _convert, _optable
+from scalargrad import _convert
+from scalargrad import _ieee as ieee
 from scalargrad._convert import const as _const
 from scalargrad._convert import forward_anomaly as _forward_anomaly
 from scalargrad._convert import number as _number
-from scalargrad._ieee import div as _div  # noqa: F401 (the op table's formulas use these)
-from scalargrad._ieee import exp as _exp  # noqa: F401
-from scalargrad._ieee import log as _log  # noqa: F401
-from scalargrad._ieee import pow as _pow  # noqa: F401
-from scalargrad._ieee import sign as _sign  # noqa: F401
-from scalargrad._optable import Op
 
 __all__ = ["OPS", "Tape", "Value", "dot", "get_data", "get_grad", "layer"]
 __all__ += ["set_anomaly", "set_data", "sum"]
@@ -47,107 +42,110 @@ def set_anomaly(on: bool) -> bool:
     return previous
 
 
-# ---- the op table ------------------------------------------------------------------
+# ---- the ops: each forward beside its derivative -----------------------------------
 #
-# One row per op, in the order of DESIGN.md section 4 and rust/ops.rs: its operands,
-# its forward and, beside it, the contribution to each operand's gradient, first
-# operand first (g is the output's gradient, out its value; c, lo, hi are constants).
-# ``_optable.compile_rows`` writes each unary and binary row out as the functions
-# ``op.make`` (Value's methods), ``op.replay`` (Tape) and ``op.backward`` (the
-# sweep); ``print(op.source)`` shows them. The n-ary rows loop: see _sum and _dot.
+# In the order of DESIGN.md section 4 and rust/ops.rs. One calling convention per
+# arity (g is the output's gradient, out the output's value):
+#   binary  _op(a, b) -> out        _op_grad(g, a, b, out) -> (to a, to b)
+#   unary   _op(a, c) -> out        _op_grad(g, a, out, c) -> to a
+#   n-ary   _op(xs) -> out          _op_grad(g, xs, out) -> [(k, to xs[k]), ...]
+# c is the node's constants: (c,) for pow_const and rpow_const, (lo, hi) for clamp,
+# () otherwise. An n-ary grad lists its contributions in the order they are added.
 
-# micrograd's ``_op`` where it is not the kind (``**c`` and ``c**`` add the constant).
-_SYMBOL = {"leaf": "", "add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "relu": "ReLU"}
 
 # fmt: off
-_TABLE = [
-    # kind          operands   forward: out =             contributions, first operand first
-    Op("leaf",      ""),
-    Op("add",       "a b",     "a + b",                   "g", "g"),
-    Op("sub",       "a b",     "a - b",                   "g", "-g"),
-    Op("mul",       "a b",     "a * b",                   "g * b", "g * a"),
-    Op("div",       "a b",     "_div(a, b)",              "_div(g, b)", "_div(-g * out, b)"),
-    Op("neg",       "a",       "-a",                      "-g"),
-    Op("pow_const", "a c",     "_pow(a, c)",              "g * (c * _pow(a, c - 1.0))"),
-    Op("rpow_const", "a c",    "_pow(c, a)",              "g * (out * _log(c))"),
-    Op("pow",       "a b",     "_pow(a, b)",              "g * (b * _pow(a, b - 1.0))",
-                                                          "g * (out * _log(a))"),
-    Op("exp",       "a",       "_exp(a)",                 "g * out"),
-    Op("log",       "a",       "_log(a)",                 "_div(g, a)"),
-    Op("tanh",      "a",       "math.tanh(a)",            "g * (1.0 - out * out)"),
-    Op("sigmoid",   "a",       "1.0 / (1.0 + _exp(-a))",  "g * (out * (1.0 - out))"),
-    # `a < 0` is false for NaN and -0.0, which both pass through.
-    Op("relu",      "a",       "0.0 if a < 0.0 else a",   "g * (1.0 if out > 0.0 else 0.0)"),
-    Op("abs",       "a",       "math.fabs(a)",            "g * _sign(a)"),
-    # min and max keep their first argument unless the other is strictly better,
-    # so NaN stays NaN.
-    Op("clamp",     "a lo hi", "min(max(a, lo), hi)",     "g * (1.0 if lo <= a <= hi else 0.0)"),
-    Op("sum",       "...",     "((x1 + x2) + x3) + ...",  "g to each xi"),
-    Op("dot",       "...",     "((w1*x1 + w2*x2) + w3*x3) + ...  (operands w1..wn, x1..xn)",
-                                                          "g * xi to wi, g * wi to xi"),
-]
-(_LEAF, _ADD, _SUB, _MUL, _DIV, _NEG, _POW_CONST, _RPOW_CONST, _POW,
- _EXP, _LOG, _TANH, _SIGMOID, _RELU, _ABS, _CLAMP, _SUM, _DOT) = _TABLE
+def _add(a, b): return a + b
+def _add_grad(g, a, b, out): return g, g
+def _sub(a, b): return a - b
+def _sub_grad(g, a, b, out): return g, -g
+def _mul(a, b): return a * b
+def _mul_grad(g, a, b, out): return g * b, g * a
+def _div(a, b): return ieee.div(a, b)
+def _div_grad(g, a, b, out): return ieee.div(g, b), ieee.div(-g * out, b)
+def _neg(a, c): return -a
+def _neg_grad(g, a, out, c): return -g
+def _pow_const(a, c): return ieee.pow(a, c[0])
+def _pow_const_grad(g, a, out, c): return g * (c[0] * ieee.pow(a, c[0] - 1.0))
+def _rpow_const(a, c): return ieee.pow(c[0], a)
+def _rpow_const_grad(g, a, out, c): return g * (out * ieee.log(c[0]))
+def _pow(a, b): return ieee.pow(a, b)
+def _pow_grad(g, a, b, out): return g * (b * ieee.pow(a, b - 1.0)), g * (out * ieee.log(a))
+def _exp(a, c): return ieee.exp(a)
+def _exp_grad(g, a, out, c): return g * out
+def _log(a, c): return ieee.log(a)
+def _log_grad(g, a, out, c): return ieee.div(g, a)
+def _tanh(a, c): return math.tanh(a)
+def _tanh_grad(g, a, out, c): return g * (1.0 - out * out)
+def _sigmoid(a, c): return 1.0 / (1.0 + ieee.exp(-a))
+def _sigmoid_grad(g, a, out, c): return g * (out * (1.0 - out))
+def _relu(a, c): return 0.0 if a < 0.0 else a  # `a < 0` is false for NaN and -0.0: they pass
+def _relu_grad(g, a, out, c): return g * (1.0 if out > 0.0 else 0.0)
+def _abs(a, c): return math.fabs(a)
+def _abs_grad(g, a, out, c): return g * ieee.sign(a)
+def _clamp(a, c): return min(max(a, c[0]), c[1])  # min, max keep their first argument: NaN stays
+def _clamp_grad(g, a, out, c): return g * (1.0 if c[0] <= a <= c[1] else 0.0)
+def _sum(xs): return reduce(operator.add, xs) if xs else 0.0  # ((x1 + x2) + x3) + ...
+def _sum_grad(g, xs, out): return [(k, g) for k in range(len(xs))]
+def _dot(xs): return _sum(list(map(operator.mul, *_split(xs))))  # ((w1*x1 + w2*x2) + w3*x3) + ...
+def _dot_grad(g, xs, out):  # to w1, to x1, to w2, to x2, ...
+    n = len(xs) // 2
+    return [kc for k in range(n) for kc in ((k, g * xs[n + k]), (n + k, g * xs[k]))]
+def _split(xs): return xs[: len(xs) // 2], xs[len(xs) // 2 :]  # dot's operands: w1..wn, x1..xn
 # fmt: on
-_optable.compile_rows(_TABLE, _SYMBOL, globals())
+
+
+LEAF, UNARY, BINARY, NARY = 0, 1, 2, -1  # an op's arity picks its calling convention
+
+
+class Op(NamedTuple):  # a row of the op table
+    kind: str
+    arity: int  # LEAF, UNARY, BINARY or NARY: the calling convention of the two functions
+    forward: Any  # the functions above (None for a leaf)
+    grad: Any
+
+
+# fmt: off
+#: The op table: kind -> its row, in the order of DESIGN.md section 4 (the one registry).
+_TABLE = {op.kind: op for op in [
+    Op("leaf",       LEAF,   None,        None),
+    Op("add",        BINARY, _add,        _add_grad),
+    Op("sub",        BINARY, _sub,        _sub_grad),
+    Op("mul",        BINARY, _mul,        _mul_grad),
+    Op("div",        BINARY, _div,        _div_grad),
+    Op("neg",        UNARY,  _neg,        _neg_grad),
+    Op("pow_const",  UNARY,  _pow_const,  _pow_const_grad),
+    Op("rpow_const", UNARY,  _rpow_const, _rpow_const_grad),
+    Op("pow",        BINARY, _pow,        _pow_grad),
+    Op("exp",        UNARY,  _exp,        _exp_grad),
+    Op("log",        UNARY,  _log,        _log_grad),
+    Op("tanh",       UNARY,  _tanh,       _tanh_grad),
+    Op("sigmoid",    UNARY,  _sigmoid,    _sigmoid_grad),
+    Op("relu",       UNARY,  _relu,       _relu_grad),
+    Op("abs",        UNARY,  _abs,        _abs_grad),
+    Op("clamp",      UNARY,  _clamp,      _clamp_grad),
+    Op("sum",        NARY,   _sum,        _sum_grad),
+    Op("dot",        NARY,   _dot,        _dot_grad),
+]}
+# fmt: on
+_LEAF = _TABLE["leaf"]
 
 #: Every op kind, in the order of the op table (the same tuple as ``_core.OPS``).
-OPS = tuple(op.name for op in _TABLE)
+OPS = tuple(_TABLE)
 
 
-def _sum(v: Value) -> float:
-    xs = v._prev
-    if not xs:
-        return 0.0
-    out = xs[0]._data
-    for x in xs[1:]:
-        out = out + x._data
-    return out
-
-
-def _sum_backward(v: Value) -> None:
-    g = v._grad
-    for x in v._prev:
-        x._grad += g
-
-
-def _dot(v: Value) -> float:
-    wx = v._prev
-    n = len(wx) // 2
-    if n == 0:
-        return 0.0
-    out = wx[0]._data * wx[n]._data
-    for i in range(1, n):
-        out = out + wx[i]._data * wx[n + i]._data
-    return out
-
-
-def _dot_backward(v: Value) -> None:
-    g = v._grad
-    n = len(v._prev) // 2
-    for w, x in zip(v._prev[:n], v._prev[n:]):
-        w._grad += g * x._data
-        x._grad += g * w._data
-
-
-_SUM.replay, _SUM.backward = _sum, _sum_backward
-_DOT.replay, _DOT.backward = _dot, _dot_backward
-
-
-# ---- making nodes ------------------------------------------------------------------
+# ---- making nodes: each op's forward gives the new node's value --------------------
 
 _new = object.__new__
 
 
-def _leaf(x: float) -> Value:
+def _node(op: Op, prev: tuple[Value, ...], c: tuple[float, ...], out: float) -> Value:
     v = _new(Value)
-    v._data = x
-    v._grad = 0.0
-    v._label = ""
-    v._prev = ()
-    v._op_row = _LEAF
-    v._c = ()
+    v._data, v._grad, v._label, v._prev, v._row, v._c = out, 0.0, "", prev, op, c
     return v
+
+
+def _leaf(x: float) -> Value:
+    return _node(_LEAF, (), (), x)
 
 
 def _leaf_copy(data: float, grad: float, label: str) -> Value:
@@ -156,62 +154,51 @@ def _leaf_copy(data: float, grad: float, label: str) -> Value:
     return v
 
 
-def _nary(op: Op, xs: tuple[Value, ...]) -> Value:
-    """A sum or dot node (the unary and binary ops' ``make`` is written from the table)."""
-    v = _new(Value)
-    v._grad = 0.0
-    v._label = ""
-    v._prev = xs
-    v._op_row = op
-    v._c = ()
-    out = v._data = op.replay(v)
+def _binary(op: Op, a: Value, b: Value, symbol: str) -> Value:
+    out = op.forward(a._data, b._data)
     if _anomaly and not math.isfinite(out):
-        _forward_anomaly(op.name, xs, out)
-    return v
+        _forward_anomaly(symbol, (a, b), out)
+    return _node(op, (a, b), (), out)
 
 
-def _operand(symbol: str, x: Any) -> Optional[Value]:  # None: NotImplemented
-    if isinstance(x, Value):
-        return x
-    c = _const(symbol, x)
-    return None if c is None else _leaf(c)
+def _unary(op: Op, a: Value, c: tuple[float, ...] = ()) -> Value:
+    out = op.forward(a._data, c)
+    if _anomaly and not math.isfinite(out):
+        _forward_anomaly(op.kind, (a,), out)
+    return _node(op, (a,), c, out)
 
 
-def _operators(op: Op, name: str) -> tuple[Callable, Callable]:
+def _nary(op: Op, xs: tuple[Value, ...]) -> Value:
+    out = op.forward([x._data for x in xs])
+    if _anomaly and not math.isfinite(out):
+        _forward_anomaly(op.kind, xs, out)
+    return _node(op, xs, (), out)
+
+
+def _operators(kind: str, name: str) -> tuple[Callable, Callable]:
     """``__name__`` and ``__rname__`` of a binary op; numbers become leaves, as in micrograd."""
-    symbol, make = _SYMBOL[op.name], op.make
+    op, symbol = _TABLE[kind], _convert.SYMBOL[kind]
 
     def method(self: Value, other: Any) -> Value:
-        o = _operand(symbol, other)
-        return NotImplemented if o is None else make(self, o)
+        o = _convert.operand(symbol, other, Value, _leaf)
+        return NotImplemented if o is None else _binary(op, self, o, symbol)
 
     def reflected(self: Value, other: Any) -> Value:
-        o = _operand(symbol, other)
-        return NotImplemented if o is None else make(o, self)
+        o = _convert.operand(symbol, other, Value, _leaf)
+        return NotImplemented if o is None else _binary(op, o, self, symbol)
 
     method.__name__, reflected.__name__ = f"__{name}__", f"__r{name}__"
     return method, reflected
 
 
-def _method(op: Op, name: str, doc: str) -> Callable[[Value], Value]:
-    """A unary op as a method."""
-    make = op.make
+def _method(kind: str, name: str, doc: str) -> Callable[[Value], Value]:
+    """A unary op without constants as a method."""
+    op = _TABLE[kind]
 
     def method(self: Value) -> Value:
-        return make(self)
+        return _unary(op, self)
 
     method.__name__, method.__doc__ = name, doc
-    return method
-
-
-def _comparison(compare: Callable[[float, Any], bool]) -> Callable:
-    """A comparison of data with a Value or a number (Values hash by identity)."""
-
-    def method(self: Value, other: Any) -> Any:
-        y = other._data if isinstance(other, Value) else _convert.compared(other)
-        return NotImplemented if y is None else compare(self._data, y)
-
-    method.__name__ = f"__{compare.__name__}__"
     return method
 
 
@@ -226,7 +213,7 @@ class Value:
     ``_op`` and ``_prev`` name the op and its operands as micrograd does.
     """
 
-    __slots__ = ("_data", "_grad", "_label", "_prev", "_op_row", "_c")
+    __slots__ = ("_data", "_grad", "_label", "_prev", "_row", "_c")
     _backend = "reference"
 
     def __init__(self, data: Any, label: str = "") -> None:
@@ -234,7 +221,7 @@ class Value:
         self._grad = 0.0
         self._label = _convert.label(label)
         self._prev: tuple[Value, ...] = ()
-        self._op_row = _LEAF
+        self._row = _LEAF  # the op table's row of the op that made it
         self._c: tuple[float, ...] = ()
 
     @property
@@ -266,17 +253,12 @@ class Value:
     @property
     def _op(self) -> str:
         """The op that made this node, as micrograd names it (``"+"``, ``"**2"``, ``"ReLU"``)."""
-        op = self._op_row
-        if op is _POW_CONST:
-            return "**" + _fmt_const(self._c[0])
-        if op is _RPOW_CONST:
-            return _fmt_const(self._c[0]) + "**"
-        return _SYMBOL.get(op.name, op.name)
+        return _convert.micrograd_op(self._row.kind, self._c)
 
     @property
     def _kind(self) -> str:
         """The op's kind name (``"add"``, ``"pow_const"``, ...), as in ``OPS``."""
-        return self._op_row.name
+        return self._row.kind
 
     @property
     def _consts(self) -> list[float]:
@@ -303,31 +285,31 @@ class Value:
 
     # Identity for hashing (a Value is a dict key by node); comparisons by data.
     __hash__ = object.__hash__
-    __eq__ = _comparison(operator.eq)
-    __ne__ = _comparison(operator.ne)
-    __lt__ = _comparison(operator.lt)
-    __le__ = _comparison(operator.le)
-    __gt__ = _comparison(operator.gt)
-    __ge__ = _comparison(operator.ge)
+    __eq__ = _convert.comparison(operator.eq)
+    __ne__ = _convert.comparison(operator.ne)
+    __lt__ = _convert.comparison(operator.lt)
+    __le__ = _convert.comparison(operator.le)
+    __gt__ = _convert.comparison(operator.gt)
+    __ge__ = _convert.comparison(operator.ge)
 
-    __add__, __radd__ = _operators(_ADD, "add")
-    __sub__, __rsub__ = _operators(_SUB, "sub")
-    __mul__, __rmul__ = _operators(_MUL, "mul")
-    __truediv__, __rtruediv__ = _operators(_DIV, "truediv")
+    __add__, __radd__ = _operators("add", "add")
+    __sub__, __rsub__ = _operators("sub", "sub")
+    __mul__, __rmul__ = _operators("mul", "mul")
+    __truediv__, __rtruediv__ = _operators("div", "truediv")
 
     def __pow__(self, other: Any, modulo: Optional[Any] = None) -> Value:
         if modulo is not None:
             return NotImplemented
         if isinstance(other, Value):
-            return _POW.make(self, other)
+            return _binary(_TABLE["pow"], self, other, "**")
         c = _const("**", other)
-        return NotImplemented if c is None else _POW_CONST.make(self, c)
+        return NotImplemented if c is None else _unary(_TABLE["pow_const"], self, (c,))
 
     def __rpow__(self, other: Any, modulo: Optional[Any] = None) -> Value:
         if modulo is not None:
             return NotImplemented
         c = _const("**", other)
-        return NotImplemented if c is None else _RPOW_CONST.make(self, c)
+        return NotImplemented if c is None else _unary(_TABLE["rpow_const"], self, (c,))
 
     def __pos__(self) -> Value:
         return self
@@ -335,18 +317,18 @@ class Value:
     def __abs__(self) -> Value:
         return self.abs()
 
-    __neg__ = _method(_NEG, "__neg__", "``-x``.")
-    abs = _method(_ABS, "abs", "``|x|``, with gradient ``sign(x)`` (0 at 0).")
-    exp = _method(_EXP, "exp", "``exp(x)``.")
-    log = _method(_LOG, "log", "Natural logarithm; ``log(0) = -inf``, ``log(-1) = nan``.")
-    tanh = _method(_TANH, "tanh", "Hyperbolic tangent.")
-    sigmoid = _method(_SIGMOID, "sigmoid", "``1 / (1 + exp(-x))``.")
-    relu = _method(_RELU, "relu", "``max(x, 0)``; NaN stays NaN.")
+    __neg__ = _method("neg", "__neg__", "``-x``.")
+    abs = _method("abs", "abs", "``|x|``, with gradient ``sign(x)`` (0 at 0).")
+    exp = _method("exp", "exp", "``exp(x)``.")
+    log = _method("log", "log", "Natural logarithm; ``log(0) = -inf``, ``log(-1) = nan``.")
+    tanh = _method("tanh", "tanh", "Hyperbolic tangent.")
+    sigmoid = _method("sigmoid", "sigmoid", "``1 / (1 + exp(-x))``.")
+    relu = _method("relu", "relu", "``max(x, 0)``; NaN stays NaN.")
 
     def clamp(self, lo: Any, hi: Any) -> Value:
         """``min(max(x, lo), hi)``; the gradient passes where ``lo <= x <= hi``."""
         lo, hi = _convert.bounds(lo, hi)
-        return _CLAMP.make(self, lo, hi)
+        return _unary(_TABLE["clamp"], self, (lo, hi))
 
     def backward(self) -> None:
         """Adds d(self)/d(node) into the ``grad`` of every node this one depends on,
@@ -364,13 +346,13 @@ def sum(values: Iterable[Any], start: Any = None) -> Value:  # noqa: A001 (mirro
     operand (as in Python's ``sum(values, start)``). Empty: 0.0."""
     first = _convert.operands("sum", [start] if start is not None else [], Value, _leaf)
     xs = tuple(first + _convert.operands("sum", values, Value, _leaf))
-    return _nary(_SUM, xs)
+    return _nary(_TABLE["sum"], xs)
 
 
 def dot(ws: Iterable[Any], xs: Iterable[Any]) -> Value:
     """One n-ary node ``((w1*x1 + w2*x2) + w3*x3) + ...``; operands ``w1..wn, x1..xn``."""
     wx = _convert.dot_operands(ws, xs, Value, _leaf)
-    return _nary(_DOT, wx)
+    return _nary(_TABLE["dot"], wx)
 
 
 def layer(
@@ -432,14 +414,38 @@ def _order(root: Value) -> list[Value]:
 
 
 def _sweep(order: list[Value]) -> None:
-    """Adds every node's contributions into its operands' gradients, in ``order``."""
-    check, leaf = _anomaly, _LEAF
+    """Adds every node's contributions into its operands' gradients, in ``order``:
+    each node's derivative from the op table, called as its arity says."""
+    check = _anomaly
     for v in order:
-        op = v._op_row
-        if op is not leaf:
-            op.backward(v)
-            if check:
-                _convert.check_grads(v, op.name)
+        kind, arity, _, grad = v._row
+        xs = v._prev
+        if arity == BINARY:
+            a, b = xs
+            ga, gb = grad(v._grad, a._data, b._data, v._data)
+            a._grad += ga
+            b._grad += gb
+        elif arity == UNARY:
+            a = xs[0]
+            a._grad += grad(v._grad, a._data, v._data, v._c)
+        elif arity == NARY:
+            for k, gk in grad(v._grad, [x._data for x in xs], v._data):
+                xs[k]._grad += gk
+        else:
+            continue  # a leaf
+        if check:
+            _convert.check_grads(v, kind)
+
+
+def _value(v: Value) -> float:
+    """The node's value from its operands' now, by its op's forward (``Tape.forward``)."""
+    _, arity, forward, _ = v._row
+    xs = v._prev
+    if arity == BINARY:
+        return forward(xs[0]._data, xs[1]._data)
+    if arity == UNARY:
+        return forward(xs[0]._data, v._c)
+    return forward([x._data for x in xs])
 
 
 class Tape:
@@ -466,11 +472,10 @@ class Tape:
         """Recomputes every node from the current leaf values."""
         check, leaf = _anomaly, _LEAF
         for v in reversed(self._order):
-            op = v._op_row
-            if op is not leaf:
-                out = v._data = op.replay(v)
+            if v._row is not leaf:
+                out = v._data = _value(v)
                 if check and not math.isfinite(out):
-                    _forward_anomaly(op.name, v._prev, out)
+                    _forward_anomaly(v._row.kind, v._prev, out)
 
     def zero_grad(self) -> None:
         """Sets the gradient of every recorded node (parameters included) to 0."""
@@ -491,9 +496,3 @@ class Tape:
         self.zero_grad()
         self.backward()
         return self._order[0]._data
-
-
-def _fmt_const(c: float) -> str:
-    if math.isfinite(c) and c == int(c) and abs(c) < 1e15:
-        return str(int(c))
-    return repr(c)
