@@ -46,9 +46,11 @@ def test_printed_figure_shows_median_min_max_ratio_and_loss():
     rows = bench._ratios(rows, baseline="rust fit")
     rows[1]["ratio"] = "torch/ours"
     rows[1]["loss_rel_diff"] = 0.0
+    rows[1]["threads"] = 2
     assert bench._fmt(rows[0]) == "2.000 ms [1.000 ms .. 3.000 ms]   loss 0.5"
     assert bench._fmt(rows[1]) == (
         "5.000 ms [4.000 ms .. 6.000 ms]   torch/ours 2.50   loss 0.5 (rel. diff 0.0e+00)"
+        "   2 threads"
     )
 
 

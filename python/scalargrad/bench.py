@@ -920,6 +920,8 @@ def _fmt(r: Row) -> str:
         s += f" (rel. diff {r['loss_rel_diff']:.1e})"
     if "accuracy" in r:
         s += f"   accuracy {r['accuracy']:.2f}"
+    if "threads" in r:
+        s += f"   {r['threads']} thread{'s' if r['threads'] != 1 else ''}"
     return s
 
 
