@@ -64,13 +64,20 @@ def test_rounds_alternate_between_engines():
 
 
 def test_train_rows_ratio_is_torch_over_ours_and_losses_compared():
-    runners = {"rust fit": lambda: (2.0, 0.25, 1.0), "torch": lambda: (3.0, 0.25 + 1e-9, 1.0)}
+    runners = {
+        "rust fit": lambda: (2.0, 0.25, 1.0),
+        "torch": lambda: (3.0, 0.25 + 1e-9, 1.0),
+        "torch 1 thread": lambda: (1.0, 0.25, 1.0),
+    }
     rows = bench._train_rows("scale", "cell", runners, rounds=2)
-    ours, torch = rows
+    ours, torch, torch1 = rows
     check_figure(ours, 2)
     assert torch["ratio"] == "torch/ours" and torch["vs_baseline"] == pytest.approx(1.5)
     assert torch["loss_rel_diff"] == pytest.approx(4e-9, rel=1e-3)
     assert torch["threads"] == bench.num_threads() >= 1
+    assert torch1["ratio"] == "torch/ours" and torch1["vs_baseline"] == pytest.approx(0.5)
+    assert torch1["threads"] == 1 and torch1["loss_rel_diff"] == 0.0
+    assert "ratio" not in ours and "loss_rel_diff" not in ours
 
 
 # ---- the batches PyTorch is fed are fit's -----------------------------------------------------
@@ -115,7 +122,7 @@ def test_scale_quick_rows():
         assert r["workload"] == "scale" and r["unit"] == "s"
         check_figure(r, 2)
         assert math.isfinite(r["final_loss"]) and 0 <= r["accuracy"] <= 1
-        if r["engine"] == "torch":
+        if r["engine"].startswith("torch"):
             check_ratio(rows, r, "rust fit")
             assert r["loss_rel_diff"] < 1e-6
 
@@ -126,7 +133,7 @@ def test_digits_quick_rows():
     for r in rows:
         check_figure(r, 2)
         assert math.isfinite(r["final_loss"]) and 0 <= r["accuracy"] <= 1
-        if r["engine"] == "torch":
+        if r["engine"].startswith("torch"):
             check_ratio(rows, r, "rust fit")
 
 

@@ -307,6 +307,7 @@ def _torch_runner(
     batch_size: Optional[int],
     lr_at: Optional[Callable[[int], float]] = None,
     shown_penalty: float = 0.0,
+    threads: Optional[int] = None,
 ) -> Callable[[], Trained]:
     """One round of the idiomatic PyTorch loop on a fresh copy of ``init`` (a
     scalargrad MLP): ``fit``'s batches in ``fit``'s order, ``loss`` (``"hinge"`` or
@@ -315,7 +316,8 @@ def _torch_runner(
     counts them. ``lr_at(k)`` sets the learning rate of epoch ``k``.
     ``shown_penalty``: ``fit`` records a loss with an ``l2`` penalty in it, which
     PyTorch applies as ``weight_decay``; the last epoch's loss then adds
-    ``shown_penalty * sum(p*p)`` so that the two are the same quantity."""
+    ``shown_penalty * sum(p*p)`` so that the two are the same quantity.
+    ``threads``: PyTorch's thread count during the round (default: as set)."""
     import numpy as np
 
     n = len(y)
@@ -327,6 +329,15 @@ def _torch_runner(
     F = torch.nn.functional
 
     def run() -> Trained:
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            return train()
+        finally:
+            torch.set_num_threads(before)
+
+    def train() -> Trained:
         model = torch_mlp(torch, init)
         opt = make_optimizer(model.parameters())
         total = right = 0.0
@@ -363,6 +374,17 @@ def _torch_runner(
     return run
 
 
+def _torch_runners(torch: Any, *args: Any, **kwargs: Any) -> dict[str, Callable[[], Trained]]:
+    """``torch``: PyTorch on scalargrad's thread count; and, when that is more than
+    one, ``torch 1 thread`` as well: on a busy machine PyTorch's worker threads can
+    make it many times slower than on one thread, and the comparison then shows
+    both."""
+    out = {"torch": _torch_runner(torch, *args, threads=num_threads(), **kwargs)}
+    if num_threads() > 1:
+        out["torch 1 thread"] = _torch_runner(torch, *args, threads=1, **kwargs)
+    return out
+
+
 def _train_rows(
     workload: str, metric: str, runners: dict[str, Callable[[], Trained]], rounds: int
 ) -> list[Row]:
@@ -384,10 +406,10 @@ def _train_rows(
     rows = _ratios(rows, baseline="rust fit")
     ours = last.get("rust fit")
     for r in rows:
-        if r["engine"] == "torch" and ours is not None:
+        if r["engine"].startswith("torch") and ours is not None:
             r["ratio"] = "torch/ours"
             r["loss_rel_diff"] = _rel_diff(ours[1], r["final_loss"])
-            r["threads"] = num_threads()
+            r["threads"] = 1 if r["engine"] == "torch 1 thread" else num_threads()
     return rows
 
 
@@ -418,17 +440,19 @@ def moons_fast(quick: bool) -> list[Row]:
     runners = {f"{b} fit": _fit_runner(model_on(b), train, epochs) for b in scalargrad.BACKENDS}
     torch = _torch()
     if torch is not None:
-        runners["torch"] = _torch_runner(
-            torch,
-            model_on("rust")(),
-            X,
-            y,
-            loss="hinge",
-            make_optimizer=lambda ps: torch.optim.SGD(ps, lr=1.0, weight_decay=2e-4),
-            epochs=epochs,
-            batch_size=None,
-            lr_at=lambda k: 1.0 - 0.9 * min(k, 100) / 100,
-            shown_penalty=1e-4,
+        runners.update(
+            _torch_runners(
+                torch,
+                model_on("rust")(),
+                X,
+                y,
+                loss="hinge",
+                make_optimizer=lambda ps: torch.optim.SGD(ps, lr=1.0, weight_decay=2e-4),
+                epochs=epochs,
+                batch_size=None,
+                lr_at=lambda k: 1.0 - 0.9 * min(k, 100) / 100,
+                shown_penalty=1e-4,
+            )
         )
     runners["rust fit"]()  # warm-up
     rows = _train_rows("moons-fast", "time per epoch", runners, 2 if quick else 5)
@@ -499,15 +523,17 @@ def scale(
 
                 runners = {"rust fit": _fit_runner(make, train, epochs)}
                 if torch is not None:
-                    runners["torch"] = _torch_runner(
-                        torch,
-                        make(),
-                        X,
-                        y,
-                        loss="hinge",
-                        make_optimizer=lambda ps: torch.optim.SGD(ps, **SCALE_SGD),
-                        epochs=epochs,
-                        batch_size=batch,
+                    runners.update(
+                        _torch_runners(
+                            torch,
+                            make(),
+                            X,
+                            y,
+                            loss="hinge",
+                            make_optimizer=lambda ps: torch.optim.SGD(ps, **SCALE_SGD),
+                            epochs=epochs,
+                            batch_size=batch,
+                        )
                     )
                 rows += _train_rows("scale", _cell(n, w, batch), runners, rounds)
     return rows
@@ -563,15 +589,17 @@ def digits(
 
         runners = {"rust fit": _fit_runner(make, train, epochs)}
         if torch is not None:
-            runners["torch"] = _torch_runner(
-                torch,
-                make(),
-                X,
-                y,
-                loss="softmax_cross_entropy",
-                make_optimizer=lambda ps: torch.optim.Adam(ps, **DIGITS_ADAM),
-                epochs=epochs,
-                batch_size=batch,
+            runners.update(
+                _torch_runners(
+                    torch,
+                    make(),
+                    X,
+                    y,
+                    loss="softmax_cross_entropy",
+                    make_optimizer=lambda ps: torch.optim.Adam(ps, **DIGITS_ADAM),
+                    epochs=epochs,
+                    batch_size=batch,
+                )
             )
         metric = f"N={n} " + ("full" if batch is None else f"b{batch}")
         rows += _train_rows("digits", metric, runners, rounds)
@@ -933,5 +961,5 @@ def run(names: Optional[list[str]] = None, quick: bool = False, out: Any = print
         out(f"\n{name}")
         for r in WORKLOADS[name](quick):
             rows.append(r)
-            out(f"  {r['engine']:<13} {r['metric']:<30} {_fmt(r)}")
+            out(f"  {r['engine']:<14} {r['metric']:<30} {_fmt(r)}")
     return rows
