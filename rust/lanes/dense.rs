@@ -470,33 +470,34 @@ impl V8 for Y {
     }
 }
 
-/// The forward: members `J` at a time (then one), lanes `8 * V` at a time
-/// (then 8, then one by one).
+/// The forward: lanes `8 * V` at a time (then 8, then one by one), and within
+/// them members `J` at a time (then one), so a tile of the inputs stays in the
+/// first-level cache while every member reads it.
 #[inline(always)]
 fn forward<S: V8, const J: usize, const V: usize>(k: &Kern, lo: &[f64], hi: &mut [f64], n: usize) {
     let g = k.outs.len();
     let (full, full8) = (n / (8 * V) * (8 * V), n / 8 * 8);
-    let mut j0 = 0;
-    while j0 < g {
-        let step = if j0 + J <= g { J } else { 1 };
-        for base in (0..full).step_by(8 * V) {
-            match step {
-                1 => forward_tile::<S, 1, V>(k, lo, hi, j0, base),
-                _ => forward_tile::<S, J, V>(k, lo, hi, j0, base),
-            }
+    let gj = g / J * J;
+    for base in (0..full).step_by(8 * V) {
+        for j0 in (0..gj).step_by(J) {
+            forward_tile::<S, J, V>(k, lo, hi, j0, base);
         }
-        for base in (full..full8).step_by(8) {
-            match step {
-                1 => forward_tile::<S, 1, 1>(k, lo, hi, j0, base),
-                _ => forward_tile::<S, J, 1>(k, lo, hi, j0, base),
-            }
+        for j0 in gj..g {
+            forward_tile::<S, 1, V>(k, lo, hi, j0, base);
         }
-        for j in j0..j0 + step {
-            for l in full8.max(full)..n {
-                forward_lane(k, lo, hi, j, l);
-            }
+    }
+    for base in (full..full8).step_by(8) {
+        for j0 in (0..gj).step_by(J) {
+            forward_tile::<S, J, 1>(k, lo, hi, j0, base);
         }
-        j0 += step;
+        for j0 in gj..g {
+            forward_tile::<S, 1, 1>(k, lo, hi, j0, base);
+        }
+    }
+    for l in full8.max(full)..n {
+        for j in 0..g {
+            forward_lane(k, lo, hi, j, l);
+        }
     }
 }
 
@@ -546,9 +547,10 @@ fn forward_lane(k: &Kern, lo: &[f64], hi: &mut [f64], j: usize, l: usize) {
     hi[k.outs[j] as usize + l] = a;
 }
 
-/// The inputs' gradients: `K` inputs at a time (then one), lanes `8 * V` at a
-/// time (then 8, then one by one); `K` is 1 when inputs repeat, so each lane of
-/// an input gets its terms in the per-node order.
+/// The inputs' gradients: lanes `8 * V` at a time (then 8, then one by one),
+/// and within them inputs `K` at a time (then one), so a tile of the members'
+/// gradients stays in the first-level cache; `K` is 1 when inputs repeat, so
+/// each lane of an input gets its terms in the per-node order.
 #[inline(always)]
 fn grad_inputs<S: V8, const K: usize, const V: usize>(
     k: &Kern,
@@ -558,30 +560,30 @@ fn grad_inputs<S: V8, const K: usize, const V: usize>(
 ) {
     let m = k.xs.len();
     let (full, full8) = (n / (8 * V) * (8 * V), n / 8 * 8);
-    let mut k0 = 0;
-    while k0 < m {
-        let step = if k0 + K <= m { K } else { 1 };
-        for base in (0..full).step_by(8 * V) {
-            match step {
-                1 => grad_inputs_tile::<S, 1, V>(k, ghi, glo, k0, base),
-                _ => grad_inputs_tile::<S, K, V>(k, ghi, glo, k0, base),
+    let mk = m / K * K;
+    for base in (0..full).step_by(8 * V) {
+        for k0 in (0..mk).step_by(K) {
+            grad_inputs_tile::<S, K, V>(k, ghi, glo, k0, base);
+        }
+        for k0 in mk..m {
+            grad_inputs_tile::<S, 1, V>(k, ghi, glo, k0, base);
+        }
+    }
+    for base in (full..full8).step_by(8) {
+        for k0 in (0..mk).step_by(K) {
+            grad_inputs_tile::<S, K, 1>(k, ghi, glo, k0, base);
+        }
+        for k0 in mk..m {
+            grad_inputs_tile::<S, 1, 1>(k, ghi, glo, k0, base);
+        }
+    }
+    for l in full8.max(full)..n {
+        for (i, &xo) in k.xs.iter().enumerate() {
+            let xo = xo as usize + l;
+            for (j, &oj) in k.outs.iter().enumerate().rev() {
+                glo[xo] += ghi[oj as usize + l] * k.w[j * m + i];
             }
         }
-        for base in (full..full8).step_by(8) {
-            match step {
-                1 => grad_inputs_tile::<S, 1, 1>(k, ghi, glo, k0, base),
-                _ => grad_inputs_tile::<S, K, 1>(k, ghi, glo, k0, base),
-            }
-        }
-        for i in k0..k0 + step {
-            for l in full8.max(full)..n {
-                let xo = k.xs[i] as usize + l;
-                for (j, &oj) in k.outs.iter().enumerate().rev() {
-                    glo[xo] += ghi[oj as usize + l] * k.w[j * m + i];
-                }
-            }
-        }
-        k0 += step;
     }
 }
 
@@ -621,7 +623,8 @@ fn grad_inputs_tile<S: V8, const K: usize, const V: usize>(
 }
 
 /// The weights' gradients over the chunk's lanes, into `res` (member by
-/// member): members `J` at a time (then one), inputs `K` at a time (then one).
+/// member): inputs `K` at a time (then one), and within them members `J` at a
+/// time (then one), so the inputs' rows stay in the first-level cache.
 #[inline(always)]
 fn grad_weights<S: V8, const J: usize, const K: usize>(
     k: &Kern,
@@ -631,21 +634,22 @@ fn grad_weights<S: V8, const J: usize, const K: usize>(
     n: usize,
 ) {
     let (g, m) = (k.outs.len(), k.xs.len());
-    let mut j0 = 0;
-    while j0 < g {
-        let jstep = if j0 + J <= g { J } else { 1 };
-        let mut k0 = 0;
-        while k0 < m {
-            let kstep = if k0 + K <= m { K } else { 1 };
-            match (jstep, kstep) {
-                (1, 1) => grad_weights_tile::<S, 1, 1>(k, vals, ghi, res, n, j0, k0),
-                (1, _) => grad_weights_tile::<S, 1, K>(k, vals, ghi, res, n, j0, k0),
-                (_, 1) => grad_weights_tile::<S, J, 1>(k, vals, ghi, res, n, j0, k0),
-                _ => grad_weights_tile::<S, J, K>(k, vals, ghi, res, n, j0, k0),
-            }
-            k0 += kstep;
+    let (gj, mk) = (g / J * J, m / K * K);
+    for k0 in (0..mk).step_by(K) {
+        for j0 in (0..gj).step_by(J) {
+            grad_weights_tile::<S, J, K>(k, vals, ghi, res, n, j0, k0);
         }
-        j0 += jstep;
+        for j0 in gj..g {
+            grad_weights_tile::<S, 1, K>(k, vals, ghi, res, n, j0, k0);
+        }
+    }
+    for k0 in mk..m {
+        for j0 in (0..gj).step_by(J) {
+            grad_weights_tile::<S, J, 1>(k, vals, ghi, res, n, j0, k0);
+        }
+        for j0 in gj..g {
+            grad_weights_tile::<S, 1, 1>(k, vals, ghi, res, n, j0, k0);
+        }
     }
 }
 
