@@ -59,6 +59,9 @@ pub(super) struct Group {
     distinct: bool,
     /// Some input is not a column of the batch (else nobody reads their gradients).
     need_gx: bool,
+    /// Each member's weights are consecutive shared slots, and no slot is two
+    /// weights of the group: the partials then take the gradients in any order.
+    runs: bool,
 }
 
 /// The dense groups of a lane tape.
@@ -140,6 +143,7 @@ impl Groups {
                 w: gs.ws.len() as u32,
                 distinct,
                 need_gx: xs.iter().any(|&x| slot(x) >= n_inputs),
+                runs: false,
             };
             gs.outs.push(0);
             gs.xs.extend(xs.iter().map(|&x| (slot(x) * CHUNK) as u32));
@@ -148,6 +152,18 @@ impl Groups {
             gs.plan.push(Plan::Group(gs.groups.len() as u32));
             gs.groups.push(group);
             open = Some(i);
+        }
+        let mut seen = vec![false; n_shared];
+        for gr in &mut gs.groups {
+            let (g, m, w) = (gr.g as usize, gr.m as usize, gr.w as usize);
+            let ws = &gs.ws[w..w + g * m];
+            gr.runs = ws
+                .chunks_exact(m)
+                .all(|r| r.iter().zip(r[0]..).all(|(&s, t)| s == t))
+                && ws
+                    .iter()
+                    .all(|&s| !std::mem::replace(&mut seen[s as usize], true));
+            ws.iter().for_each(|&s| seen[s as usize] = false);
         }
         gs
     }
@@ -161,10 +177,11 @@ impl Groups {
         }
     }
 
-    /// Each group's number of members, in code order.
+    /// Each group's number of members, and whether its weights are runs, in
+    /// code order.
     #[cfg(test)]
-    pub fn sizes(&self) -> Vec<usize> {
-        self.groups.iter().map(|g| g.g as usize).collect()
+    pub fn sizes(&self) -> Vec<(usize, bool)> {
+        self.groups.iter().map(|g| (g.g as usize, g.runs)).collect()
     }
 
     /// Weights packed for the kernels, and room for a group's weight gradients.
@@ -231,8 +248,16 @@ impl Groups {
         }
         let res = &mut pk.res[..g * m];
         T::grad_weights(&k, vals, ghi, res, n);
-        // Into the partials in the per-node order: members last to first.
         let slots = &self.ws[w..w + g * m];
+        if gr.runs {
+            // Every slot once: a member's run of partials at a time.
+            for (s, r) in slots.chunks_exact(m).zip(res.chunks_exact(m)) {
+                let p = &mut partial[s[0] as usize..][..m];
+                p.iter_mut().zip(r).for_each(|(p, &r)| *p += r);
+            }
+            return;
+        }
+        // Into the partials in the per-node order: members last to first.
         for (s, r) in slots.chunks_exact(m).zip(res.chunks_exact(m)).rev() {
             for (&s, &r) in s.iter().zip(r) {
                 partial[s as usize] += r;
@@ -670,11 +695,17 @@ fn grad_weights_tile<S: V8, const J: usize, const K: usize>(
     let full = n / ACC * ACC;
     let gs: [&[f64]; J] = std::array::from_fn(|j| &ghi[k.outs[j0 + j] as usize..][..n]);
     let xs: [&[f64]; K] = std::array::from_fn(|i| &vals[k.xs[k0 + i] as usize..][..n]);
+    // Whole vectors, all `full / 8` long, so the loop indexes them unchecked.
+    fn octs(s: &[f64], n: usize) -> &[[f64; ACC]] {
+        &s.as_chunks::<ACC>().0[..n]
+    }
+    let g8: [_; J] = gs.map(|s| octs(s, full / ACC));
+    let x8: [_; K] = xs.map(|s| octs(s, full / ACC));
     let mut acc = [[S::splat(0.0); K]; J];
-    for t in (0..full).step_by(ACC) {
-        let x: [S; K] = std::array::from_fn(|i| S::load(&xs[i][t..]));
-        for (acc, g) in acc.iter_mut().zip(&gs) {
-            let g = S::load(&g[t..]);
+    for t in 0..full / ACC {
+        let x: [S; K] = std::array::from_fn(|i| S::load(&x8[i][t]));
+        for (acc, g) in acc.iter_mut().zip(&g8) {
+            let g = S::load(&g[t]);
             for (a, &x) in acc.iter_mut().zip(&x) {
                 *a = a.add(g.mul(x));
             }
