@@ -460,12 +460,12 @@ impl LaneTape {
         let n = task.roots.len();
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if std::arch::is_x86_feature_detected!("avx512f") && tests_allow(2) {
                 // SAFETY: the CPU has AVX-512F (checked just above).
                 unsafe { self.chunk_avx512(shared, seed, sc, task, n) };
                 return;
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx2") && tests_allow(1) {
                 // SAFETY: the CPU has AVX2 (checked just above).
                 unsafe { self.chunk_avx2(shared, seed, sc, task, n) };
                 return;
@@ -588,6 +588,24 @@ impl LaneTape {
             ctx.backward(ins.op, args, g, glo, partial);
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The widest kernels a test lets this thread's runs use (0 plain, 1 AVX2,
+    /// 2 AVX-512), so each set is tested on a machine that has them all.
+    static WIDEST: std::cell::Cell<u8> = const { std::cell::Cell::new(2) };
+}
+
+#[cfg(test)]
+fn tests_allow(tier: u8) -> bool {
+    WIDEST.get() >= tier
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn tests_allow(_: u8) -> bool {
+    true
 }
 
 /// One chunk's share of the run's inputs and outputs.
