@@ -96,6 +96,9 @@ pub struct LaneTape {
     outputs: Vec<Src>,
     /// The dense `dot`s, gathered into layers, and how `chunk` runs each of `code`.
     groups: dense::Groups,
+    /// Threads' scratch from earlier runs, kept so a run does not fault in fresh
+    /// pages for it (at most one per thread that ran at once).
+    pool: Mutex<Vec<Scratch>>,
 }
 
 /// Why a graph cannot be recorded as lanes.
@@ -145,6 +148,7 @@ impl LaneTape {
             root: Src::Shared(0),
             outputs: Vec::new(),
             groups: Default::default(),
+            pool: Mutex::new(Vec::new()),
         };
         for &id in &ids {
             if slot.contains_key(&id) {
@@ -364,7 +368,7 @@ impl LaneTape {
         let failed = AtomicBool::new(false);
         let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
         let worker = |check: &mut dyn FnMut() -> bool| {
-            let mut scratch = match Scratch::new(self, shared, backward) {
+            let mut scratch = match Scratch::take(self, shared, backward) {
                 Ok(s) => s,
                 Err(_) => {
                     failed.store(true, Ordering::Relaxed);
@@ -379,6 +383,7 @@ impl LaneTape {
                 let Some(task) = next() else { break };
                 self.run_chunk(shared, seed, &mut scratch, task);
             }
+            scratch.give_back(self);
         };
         std::thread::scope(|s| {
             for _ in 1..threads {
@@ -625,13 +630,38 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(tape: &LaneTape, shared: &[f64], backward: bool) -> Result<Scratch, LaneError> {
-        Ok(Scratch {
-            vals: alloc(tape.n_lane * CHUNK)?,
-            grads: alloc(if backward { tape.n_lane * CHUNK } else { 0 })?,
-            packed: tape.groups.pack(shared, backward)?,
-        })
+    /// A scratch for a run of `tape`: one a thread left in its pool, or a new one.
+    fn take(tape: &LaneTape, shared: &[f64], backward: bool) -> Result<Scratch, LaneError> {
+        let old = tape.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut s = old.unwrap_or(Scratch {
+            vals: Vec::new(),
+            grads: Vec::new(),
+            packed: Default::default(),
+        });
+        // Every value is written before it is read (gradients are zeroed per chunk).
+        grow(&mut s.vals, tape.n_lane * CHUNK)?;
+        grow(&mut s.grads, if backward { tape.n_lane * CHUNK } else { 0 })?;
+        tape.groups.pack(shared, backward, &mut s.packed)?;
+        Ok(s)
     }
+
+    /// Leaves the scratch in `tape`'s pool for the next run.
+    fn give_back(self, tape: &LaneTape) {
+        tape.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self);
+    }
+}
+
+/// Makes `v` at least `n` long, or `LaneError::Memory`.
+fn grow(v: &mut Vec<f64>, n: usize) -> Result<(), LaneError> {
+    if v.len() < n {
+        v.try_reserve_exact(n - v.len())
+            .map_err(|_| LaneError::Memory)?;
+        v.resize(n, 0.0);
+    }
+    Ok(())
 }
 
 /// `n` zeros, or `LaneError::Memory`.

@@ -184,28 +184,33 @@ impl Groups {
         self.groups.iter().map(|g| (g.g as usize, g.runs)).collect()
     }
 
-    /// Weights packed for the kernels, and room for a group's weight gradients.
-    pub fn pack(&self, shared: &[f64], backward: bool) -> Result<Packed, super::LaneError> {
+    /// Packs the weights for the kernels into `into`, with room for a group's
+    /// weight gradients.
+    pub fn pack(
+        &self,
+        shared: &[f64],
+        backward: bool,
+        into: &mut Packed,
+    ) -> Result<(), super::LaneError> {
         let n = self.ws.len();
-        let mut by_member = super::alloc(if backward { n } else { 0 })?;
-        let mut by_input = super::alloc(n)?;
+        super::grow(&mut into.by_input, n)?;
+        if backward {
+            super::grow(&mut into.by_member, n)?;
+            super::grow(&mut into.res, self.max_weights)?;
+        }
         for gr in &self.groups {
             let (g, m, w) = (gr.g as usize, gr.m as usize, gr.w as usize);
             for j in 0..g {
                 for k in 0..m {
                     let v = shared[self.ws[w + j * m + k] as usize];
-                    by_input[w + k * g + j] = v;
+                    into.by_input[w + k * g + j] = v;
                     if backward {
-                        by_member[w + j * m + k] = v;
+                        into.by_member[w + j * m + k] = v;
                     }
                 }
             }
         }
-        Ok(Packed {
-            by_member,
-            by_input,
-            res: super::alloc(if backward { self.max_weights } else { 0 })?,
-        })
+        Ok(())
     }
 
     /// Group `gi`'s forward over lanes `0..n`: `lo` holds the lane slots below
@@ -273,6 +278,7 @@ fn slot(s: Src) -> usize {
 /// A group's weights packed for a run: member by member (for the backward) and
 /// input by input (for the forward); `res` holds a group's weight gradients
 /// over one chunk before they go to the partials.
+#[derive(Default)]
 pub(super) struct Packed {
     by_member: Vec<f64>,
     by_input: Vec<f64>,
