@@ -8,6 +8,9 @@
 //! samples; a chunk runs the lane nodes forward and backward with its samples'
 //! values contiguous (node-major, a slot of `CHUNK` lanes per node), so a fused
 //! `dot` is a broadcast multiply-add over lanes that the compiler vectorises.
+//! Neurons (`dot`s of shared weights and lane inputs) run a layer at a time, in
+//! register tiles over several neurons and many lanes (`dense`), with the same
+//! float operations in the same order as one node at a time.
 //!
 //! Per-sample values, and the gradients of lane nodes, are those of running the
 //! sample's graph alone: the same float operations in the same order. A shared

@@ -4,7 +4,7 @@
 //! At record time, consecutive dense `dot`s (in the tape's forward order) that
 //! take the same input list are gathered into a [`Group`] (an MLP layer's
 //! neurons), with their input offsets and weight slots in flat arrays. A run
-//! packs the groups' weights once, and a chunk runs each group where its first
+//! packs the groups' weights once per thread, and a chunk runs each group where its first
 //! member stands, forward and backward, with register tiles that cover several
 //! neurons and many lanes, so each load of an input feeds several neurons.
 //!
@@ -17,7 +17,7 @@
 //!   chunk's lanes as the module comment of `lanes.rs` says (lane `l` into
 //!   accumulator `l % 8`, lanes ascending, then the fixed tree), and added to the
 //!   chunk's partial in the per-node order (members last to first, operands in
-//!   order).
+//!   order; in any order when no two of the group's weights share a slot).
 //!
 //! Moving a member's work to where the group's first member stands changes no
 //! order, because a member only joins when no instruction between the group's
