@@ -1079,7 +1079,7 @@ mod tests {
             p
         };
         let mut x: Vec<NodeId> = inputs[..2].to_vec();
-        for (layer, width) in [5usize, 7, 6].into_iter().enumerate() {
+        for (layer, width) in [5usize, 9, 13].into_iter().enumerate() {
             let ws: Vec<Vec<NodeId>> = (0..width)
                 .map(|_| (0..x.len()).map(|_| param(ar, &mut params)).collect())
                 .collect();
@@ -1183,7 +1183,7 @@ mod tests {
             // output and the `dot` with repeated inputs; weights in runs of slots
             // except where a weight is shared or first met elsewhere.
             let runs = [true, true, false, true, false, true, true];
-            let sizes: Vec<_> = [5, 3, 4, 3, 3, 1, 1].into_iter().zip(runs).collect();
+            let sizes: Vec<_> = [5, 3, 6, 3, 10, 1, 1].into_iter().zip(runs).collect();
             assert_eq!(tape.groups.sizes(), sizes);
             let mut per_node = LaneTape::record(&mut ar, root, &inputs, &[out]).unwrap();
             per_node.groups = dense::Groups::per_node(per_node.code.len());
@@ -1200,7 +1200,7 @@ mod tests {
             // (a weight two neurons share, and one an `add` reads too, have two).
             let (total, grads) = by_sample(&mut ar, root, &inputs, &params, &x, rows);
             assert_eq!(expect.0, total.to_bits(), "rows {rows}");
-            let two_sites = [26, 15 + 35 + 7 + 3 * 7];
+            let two_sites = [15 + 2 * 5 + 1, 15 + 45 + 9 + 3 * 9];
             for (k, (&a, b)) in expect.2.iter().zip(&grads).enumerate() {
                 if !two_sites.contains(&k) {
                     assert_eq!(
@@ -1213,7 +1213,7 @@ mod tests {
             }
             if rows > 64 {
                 let live = grads.iter().filter(|g| **g != 0.0).count();
-                assert!(live > params.len() * 3 / 4, "rows {rows}: {live} gradients");
+                assert!(live > params.len() * 2 / 3, "rows {rows}: {live} gradients");
             }
         }
     }

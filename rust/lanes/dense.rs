@@ -334,7 +334,7 @@ macro_rules! tiles {
 }
 
 // Tiles: members (or inputs) times vectors of 8 lanes, sized to the registers.
-tiles!(Zmm, Z, fwd: 4 x 4, gx: 4 x 4, gw: 2 x 8);
+tiles!(Zmm, Z, fwd: 6 x 4, gx: 6 x 4, gw: 3 x 8);
 tiles!(Ymm, Y, fwd: 2 x 2, gx: 2 x 2, gw: 1 x 4);
 tiles!(Plain, Oct, fwd: 2 x 1, gx: 2 x 1, gw: 1 x 2);
 
