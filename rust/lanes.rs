@@ -8,6 +8,9 @@
 //! samples; a chunk runs the lane nodes forward and backward with its samples'
 //! values contiguous (node-major, a slot of `CHUNK` lanes per node), so a fused
 //! `dot` is a broadcast multiply-add over lanes that the compiler vectorises.
+//! Neurons (`dot`s of shared weights and lane inputs) run a layer at a time, in
+//! register tiles over several neurons and many lanes (`dense`), with the same
+//! float operations in the same order as one node at a time.
 //!
 //! Per-sample values, and the gradients of lane nodes, are those of running the
 //! sample's graph alone: the same float operations in the same order. A shared
@@ -31,6 +34,8 @@ use std::sync::Mutex;
 use crate::arena::{Arena, NodeId};
 use crate::backward;
 use crate::ops::{self, Op};
+
+mod dense;
 
 /// Samples per chunk: a chunk is the unit of work of a thread, and of the
 /// reduction order, so it is fixed (never derived from the thread count).
@@ -60,7 +65,7 @@ struct Instr {
     hi: u32,
     c: [f64; 2],
     /// A lane `dot` whose weights are all shared and inputs all lanes (a neuron):
-    /// run by the register-tiled kernels `dense_forward` and `dense_backward`.
+    /// run by the register-tiled kernels of `dense`, a layer at a time.
     dense: bool,
 }
 
@@ -92,8 +97,11 @@ pub struct LaneTape {
     srcs: Vec<Src>,
     root: Src,
     outputs: Vec<Src>,
-    /// The most weights of a dense `dot` (sizes `Scratch::acc`).
-    max_dense: usize,
+    /// The dense `dot`s, gathered into layers, and how `chunk` runs each of `code`.
+    groups: dense::Groups,
+    /// Threads' scratch from earlier runs, kept so a run does not fault in fresh
+    /// pages for it (at most one per thread that ran at once).
+    pool: Mutex<Vec<Scratch>>,
 }
 
 /// Why a graph cannot be recorded as lanes.
@@ -142,7 +150,8 @@ impl LaneTape {
             srcs: Vec::new(),
             root: Src::Shared(0),
             outputs: Vec::new(),
-            max_dense: 0,
+            groups: Default::default(),
+            pool: Mutex::new(Vec::new()),
         };
         for &id in &ids {
             if slot.contains_key(&id) {
@@ -168,9 +177,6 @@ impl LaneTape {
                 let dense = op == Op::Dot
                     && ws.iter().all(|s| matches!(s, Src::Shared(_)))
                     && xs.iter().all(|s| matches!(s, Src::Lane(_)));
-                if dense {
-                    tape.max_dense = tape.max_dense.max(ws.len());
-                }
                 let hi = tape.srcs.len() as u32;
                 tape.n_lane += 1;
                 let out = tape.n_lane as u32 - 1;
@@ -203,6 +209,13 @@ impl LaneTape {
             };
             slot.insert(id, out);
         }
+        tape.groups = dense::Groups::build(
+            &tape.code,
+            &tape.srcs,
+            tape.n_lane,
+            tape.n_shared,
+            tape.n_inputs,
+        );
         tape.root = slot[&root];
         for (k, id) in outputs.iter().enumerate() {
             match slot.get(id) {
@@ -358,7 +371,7 @@ impl LaneTape {
         let failed = AtomicBool::new(false);
         let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
         let worker = |check: &mut dyn FnMut() -> bool| {
-            let mut scratch = match Scratch::new(self.n_lane, self.max_dense, backward) {
+            let mut scratch = match Scratch::take(self, shared, backward) {
                 Ok(s) => s,
                 Err(_) => {
                     failed.store(true, Ordering::Relaxed);
@@ -373,6 +386,7 @@ impl LaneTape {
                 let Some(task) = next() else { break };
                 self.run_chunk(shared, seed, &mut scratch, task);
             }
+            scratch.give_back(self);
         };
         std::thread::scope(|s| {
             for _ in 1..threads {
@@ -454,13 +468,31 @@ impl LaneTape {
         let n = task.roots.len();
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx512f") && tests_allow(2) {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                unsafe { self.chunk_avx512(shared, seed, sc, task, n) };
+                return;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && tests_allow(1) {
                 // SAFETY: the CPU has AVX2 (checked just above).
                 unsafe { self.chunk_avx2(shared, seed, sc, task, n) };
                 return;
             }
         }
-        self.chunk(shared, seed, sc, task, n);
+        self.chunk::<dense::Plain>(shared, seed, sc, task, n);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn chunk_avx512(
+        &self,
+        shared: &[f64],
+        seed: Option<f64>,
+        sc: &mut Scratch,
+        task: Task<'_>,
+        n: usize,
+    ) {
+        self.chunk::<dense::Zmm>(shared, seed, sc, task, n)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -473,11 +505,18 @@ impl LaneTape {
         task: Task<'_>,
         n: usize,
     ) {
-        self.chunk(shared, seed, sc, task, n)
+        self.chunk::<dense::Ymm>(shared, seed, sc, task, n)
     }
 
     #[inline(always)]
-    fn chunk(&self, shared: &[f64], seed: Option<f64>, sc: &mut Scratch, task: Task<'_>, n: usize) {
+    fn chunk<T: dense::Tiles>(
+        &self,
+        shared: &[f64],
+        seed: Option<f64>,
+        sc: &mut Scratch,
+        task: Task<'_>,
+        n: usize,
+    ) {
         let ni = self.n_inputs;
         let vals = &mut sc.vals[..];
         for (l, row) in task.x.chunks_exact(ni.max(1)).enumerate().take(n) {
@@ -485,14 +524,18 @@ impl LaneTape {
                 vals[j * CHUNK + l] = v;
             }
         }
-        for ins in &self.code {
+        for (ins, &plan) in self.code.iter().zip(&self.groups.plan) {
             let (lo, hi) = vals.split_at_mut(ins.out as usize * CHUNK);
+            match plan {
+                dense::Plan::Node => {}
+                dense::Plan::Group(g) => {
+                    self.groups.forward::<T>(g, &sc.packed, lo, hi, n);
+                    continue;
+                }
+                dense::Plan::Member => continue,
+            }
             let o = &mut hi[..n];
             let args = &self.srcs[ins.lo as usize..ins.hi as usize];
-            if ins.dense {
-                dense_forward(o, args, shared, lo);
-                continue;
-            }
             let get = |s: Src| match s {
                 Src::Lane(j) => In::L(&lo[j as usize * CHUNK..j as usize * CHUNK + n]),
                 Src::Shared(j) => In::S(shared[j as usize]),
@@ -513,7 +556,11 @@ impl LaneTape {
             return;
         };
         partial.iter_mut().for_each(|p| *p = 0.0);
-        let Scratch { vals, grads, acc } = sc;
+        let Scratch {
+            vals,
+            grads,
+            packed,
+        } = sc;
         grads.iter_mut().for_each(|g| *g = 0.0);
         let vals = &vals[..];
         if let Src::Lane(r) = self.root {
@@ -525,15 +572,20 @@ impl LaneTape {
             };
             partial[r as usize] += reduce(n, |_| seed);
         }
-        for ins in self.code.iter().rev() {
+        for (ins, &plan) in self.code.iter().zip(&self.groups.plan).rev() {
             let out = ins.out as usize * CHUNK;
             let (glo, ghi) = grads.split_at_mut(out);
+            match plan {
+                dense::Plan::Node => {}
+                dense::Plan::Group(g) => {
+                    self.groups
+                        .backward::<T>(g, packed, vals, ghi, glo, partial, n);
+                    continue;
+                }
+                dense::Plan::Member => continue,
+            }
             let g = &ghi[..n];
             let args = &self.srcs[ins.lo as usize..ins.hi as usize];
-            if ins.dense {
-                dense_backward(g, args, shared, vals, glo, partial, acc);
-                continue;
-            }
             let ctx = Back {
                 vals,
                 shared,
@@ -546,6 +598,24 @@ impl LaneTape {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The widest kernels a test lets this thread's runs use (0 plain, 1 AVX2,
+    /// 2 AVX-512), so each set is tested on a machine that has them all.
+    static WIDEST: std::cell::Cell<u8> = const { std::cell::Cell::new(2) };
+}
+
+#[cfg(test)]
+fn tests_allow(tier: u8) -> bool {
+    WIDEST.get() >= tier
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+fn tests_allow(_: u8) -> bool {
+    true
+}
+
 /// One chunk's share of the run's inputs and outputs.
 struct Task<'a> {
     x: &'a [f64],
@@ -555,21 +625,46 @@ struct Task<'a> {
 }
 
 /// A thread's values and gradients of the lane nodes, `CHUNK` lanes a node, and
-/// the accumulators of a dense `dot`'s weight gradients.
+/// the dense groups' weights packed for the run.
 struct Scratch {
     vals: Vec<f64>,
     grads: Vec<f64>,
-    acc: Vec<f64>,
+    packed: dense::Packed,
 }
 
 impl Scratch {
-    fn new(n_lane: usize, max_dense: usize, backward: bool) -> Result<Scratch, LaneError> {
-        Ok(Scratch {
-            vals: alloc(n_lane * CHUNK)?,
-            grads: alloc(if backward { n_lane * CHUNK } else { 0 })?,
-            acc: alloc(if backward { max_dense * ACC } else { 0 })?,
-        })
+    /// A scratch for a run of `tape`: one a thread left in its pool, or a new one.
+    fn take(tape: &LaneTape, shared: &[f64], backward: bool) -> Result<Scratch, LaneError> {
+        let old = tape.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut s = old.unwrap_or(Scratch {
+            vals: Vec::new(),
+            grads: Vec::new(),
+            packed: Default::default(),
+        });
+        // Every value is written before it is read (gradients are zeroed per chunk).
+        grow(&mut s.vals, tape.n_lane * CHUNK)?;
+        grow(&mut s.grads, if backward { tape.n_lane * CHUNK } else { 0 })?;
+        tape.groups.pack(shared, backward, &mut s.packed)?;
+        Ok(s)
     }
+
+    /// Leaves the scratch in `tape`'s pool for the next run.
+    fn give_back(self, tape: &LaneTape) {
+        tape.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self);
+    }
+}
+
+/// Makes `v` at least `n` long, or `LaneError::Memory`.
+fn grow(v: &mut Vec<f64>, n: usize) -> Result<(), LaneError> {
+    if v.len() < n {
+        v.try_reserve_exact(n - v.len())
+            .map_err(|_| LaneError::Memory)?;
+        v.resize(n, 0.0);
+    }
+    Ok(())
 }
 
 /// `n` zeros, or `LaneError::Memory`.
@@ -705,9 +800,6 @@ fn forward<'a>(ins: &Instr, args: &[Src], get: impl Fn(Src) -> In<'a>, o: &mut [
     }
 }
 
-/// Lanes of a tile: the dense kernels keep a tile's sums in registers.
-const TILE: usize = 2 * ACC;
-
 fn slot(s: Src) -> usize {
     slot_of(s) as usize
 }
@@ -715,85 +807,6 @@ fn slot(s: Src) -> usize {
 fn slot_of(s: Src) -> u32 {
     let (Src::Lane(j) | Src::Shared(j)) = s;
     j
-}
-
-/// A dense `dot` forward (`o[l] = ((w1*x1[l] + w2*x2[l]) + ...)`, the op's order),
-/// a tile of lanes at a time so the sums stay in registers.
-#[inline(always)]
-fn dense_forward(o: &mut [f64], args: &[Src], shared: &[f64], lo: &[f64]) {
-    let (m, n) = (ops::split_dot(args).0.len(), o.len());
-    let w = |k: usize| shared[slot(args[k])];
-    let x = |k: usize| &lo[slot(args[m + k]) * CHUNK..slot(args[m + k]) * CHUNK + n];
-    let full = n / TILE * TILE;
-    for base in (0..full).step_by(TILE) {
-        let mut acc = [0.0f64; TILE];
-        let (w0, x0) = (w(0), &x(0)[base..base + TILE]);
-        for j in 0..TILE {
-            acc[j] = w0 * x0[j];
-        }
-        for k in 1..m {
-            let (wk, xk) = (w(k), &x(k)[base..base + TILE]);
-            for j in 0..TILE {
-                acc[j] += wk * xk[j];
-            }
-        }
-        o[base..base + TILE].copy_from_slice(&acc);
-    }
-    for (l, o) in o.iter_mut().enumerate().skip(full) {
-        let mut a = w(0) * x(0)[l];
-        for k in 1..m {
-            a += w(k) * x(k)[l];
-        }
-        *o = a;
-    }
-}
-
-/// A dense `dot` backward: `gx_k[l] += g[l] * w_k` and, for each weight, the
-/// reduction of `g[l] * x_k[l]` (lane `l` into accumulator `l % 8`, lanes in
-/// order, as `reduce`), a tile of lanes at a time so `g` stays in registers.
-#[inline(always)]
-fn dense_backward(
-    g: &[f64],
-    args: &[Src],
-    shared: &[f64],
-    vals: &[f64],
-    glo: &mut [f64],
-    partial: &mut [f64],
-    acc: &mut [f64],
-) {
-    let (m, n) = (ops::split_dot(args).0.len(), g.len());
-    let acc = &mut acc[..m * ACC];
-    acc.fill(0.0);
-    let full = n / TILE * TILE;
-    for base in (0..full).step_by(TILE) {
-        let gt: [f64; TILE] = g[base..base + TILE].try_into().unwrap();
-        for k in 0..m {
-            let (wk, xs) = (shared[slot(args[k])], slot(args[m + k]) * CHUNK + base);
-            let xk = &vals[xs..xs + TILE];
-            let a = &mut acc[k * ACC..k * ACC + ACC];
-            for j in 0..ACC {
-                a[j] += gt[j] * xk[j];
-            }
-            for j in 0..ACC {
-                a[j] += gt[ACC + j] * xk[ACC + j];
-            }
-            let gx = &mut glo[xs..xs + TILE];
-            for j in 0..TILE {
-                gx[j] += gt[j] * wk;
-            }
-        }
-    }
-    for l in full..n {
-        for k in 0..m {
-            let (wk, xs) = (shared[slot(args[k])], slot(args[m + k]) * CHUNK + l);
-            acc[k * ACC + (l % ACC)] += g[l] * vals[xs];
-            glo[xs] += g[l] * wk;
-        }
-    }
-    for k in 0..m {
-        let a: [f64; ACC] = acc[k * ACC..k * ACC + ACC].try_into().unwrap();
-        partial[slot(args[k])] += combine(a);
-    }
 }
 
 /// A chunk's reduction of `f(l)` over lanes `0..n` (step 1 of the module comment).
@@ -1069,6 +1082,160 @@ mod tests {
             assert_eq!(total.to_bits(), expect_total.to_bits(), "rows {rows}");
             for (a, b) in lane_grads.iter().zip(&expect_grads) {
                 assert_eq!(a.to_bits(), b.to_bits(), "rows {rows}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// Layers of odd widths through the dense kernels, with what may keep
+    /// neurons apart: a layer's input read between its neurons, a later
+    /// neuron's weight sent a gradient between neurons, a weight two neurons
+    /// share, and a `dot` whose inputs repeat.
+    fn build_deep(ar: &mut Arena) -> (NodeId, Vec<NodeId>, Vec<NodeId>, NodeId) {
+        let inputs: Vec<NodeId> = (0..3).map(|_| ar.leaf(0.0).unwrap()).collect();
+        let mut params = Vec::new();
+        let mut k = 0;
+        let mut param = |ar: &mut Arena, params: &mut Vec<NodeId>| {
+            k += 1;
+            let p = ar.leaf(((k * 37 % 23) as f64 - 11.0) / 13.0).unwrap();
+            params.push(p);
+            p
+        };
+        let mut x: Vec<NodeId> = inputs[..2].to_vec();
+        for (layer, width) in [5usize, 9, 13].into_iter().enumerate() {
+            let ws: Vec<Vec<NodeId>> = (0..width)
+                .map(|_| (0..x.len()).map(|_| param(ar, &mut params)).collect())
+                .collect();
+            let mut h = Vec::new();
+            for j in 0..width {
+                let mut w: Vec<Operand> = ws[j].iter().map(|&p| Operand::Node(p)).collect();
+                if layer == 1 && j == 4 {
+                    w[1] = Operand::Node(ws[2][1]); // shared with neuron 2
+                }
+                let xs: Vec<Operand> = x.iter().map(|&i| Operand::Node(i)).collect();
+                let d = ar.dot(&w, &xs).unwrap();
+                let b = param(ar, &mut params);
+                let mut a = ar
+                    .binary(Op::Add, Operand::Node(d), Operand::Node(b))
+                    .unwrap();
+                if layer == 1 && j == 2 {
+                    // Reads an input of the layer between its neurons.
+                    a = ar
+                        .binary(Op::Mul, Operand::Node(a), Operand::Node(x[0]))
+                        .unwrap();
+                }
+                if layer == 2 && j == 1 {
+                    // Sends a gradient to neuron 3's first weight.
+                    a = ar
+                        .binary(Op::Add, Operand::Node(a), Operand::Node(ws[3][0]))
+                        .unwrap();
+                }
+                let op = if layer == 2 { Op::Relu } else { Op::Tanh };
+                h.push(ar.unary(op, a, [0.0; 2]).unwrap());
+            }
+            x = h;
+        }
+        let (wa, wb, wc) = (
+            param(ar, &mut params),
+            param(ar, &mut params),
+            param(ar, &mut params),
+        );
+        let rep = ar
+            .dot(
+                &[Operand::Node(wa), Operand::Node(wb), Operand::Node(wc)],
+                &[
+                    Operand::Node(x[0]),
+                    Operand::Node(x[3]),
+                    Operand::Node(x[0]),
+                ],
+            )
+            .unwrap();
+        let wo: Vec<Operand> = (0..x.len())
+            .map(|_| Operand::Node(param(ar, &mut params)))
+            .collect();
+        let xs: Vec<Operand> = x.iter().map(|&i| Operand::Node(i)).collect();
+        let o = ar.dot(&wo, &xs).unwrap();
+        let o = ar
+            .binary(Op::Add, Operand::Node(o), Operand::Node(rep))
+            .unwrap();
+        let e = ar
+            .binary(Op::Sub, Operand::Node(o), Operand::Node(inputs[2]))
+            .unwrap();
+        let sq = ar.unary(Op::PowConst, e, [2.0, 0.0]).unwrap();
+        (sq, inputs, params, o)
+    }
+
+    /// The run's total, outputs and parameter gradients.
+    fn run_deep(
+        tape: &LaneTape,
+        ar: &mut Arena,
+        params: &[NodeId],
+        x: &[f64],
+        threads: usize,
+    ) -> (u64, Vec<u64>, Vec<u64>) {
+        let rows = x.len() / 3;
+        for &p in params {
+            ar.grad[p as usize] = 0.0;
+        }
+        let mut outs = vec![0.0; rows];
+        let seed = 1.0 / rows as f64;
+        let total = tape
+            .run_with(
+                ar,
+                x,
+                rows,
+                Some(seed),
+                &mut outs,
+                threads,
+                &mut || false,
+                0,
+            )
+            .unwrap();
+        let bits = |v: &[f64]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let grads: Vec<f64> = params.iter().map(|&p| ar.grad[p as usize]).collect();
+        (total.to_bits(), bits(&outs), bits(&grads))
+    }
+
+    #[test]
+    fn layers_match_the_per_node_code_and_samples_run_one_by_one() {
+        for rows in [1, 5, 8, 13, 64, 100, 131] {
+            let mut ar = Arena::new();
+            let (root, inputs, params, out) = build_deep(&mut ar);
+            let tape = LaneTape::record(&mut ar, root, &inputs, &[out]).unwrap();
+            // Layers 1 and 2 split where their neurons must stay apart, then the
+            // output and the `dot` with repeated inputs; weights in runs of slots
+            // except where a weight is shared or first met elsewhere.
+            let runs = [true, true, false, true, false, true, true];
+            let sizes: Vec<_> = [5, 3, 6, 3, 10, 1, 1].into_iter().zip(runs).collect();
+            assert_eq!(tape.groups.sizes(), sizes);
+            let mut per_node = LaneTape::record(&mut ar, root, &inputs, &[out]).unwrap();
+            per_node.groups = dense::Groups::per_node(per_node.code.len());
+            let x = data(rows);
+            let expect = run_deep(&per_node, &mut ar, &params, &x, 1);
+            for threads in [1, 2] {
+                assert_eq!(
+                    run_deep(&tape, &mut ar, &params, &x, threads),
+                    expect,
+                    "rows {rows}"
+                );
+            }
+            // Against each sample alone: the parameters with one contribution site
+            // (a weight two neurons share, and one an `add` reads too, have two).
+            let (total, grads) = by_sample(&mut ar, root, &inputs, &params, &x, rows);
+            assert_eq!(expect.0, total.to_bits(), "rows {rows}");
+            let two_sites = [15 + 2 * 5 + 1, 15 + 45 + 9 + 3 * 9];
+            for (k, (&a, b)) in expect.2.iter().zip(&grads).enumerate() {
+                if !two_sites.contains(&k) {
+                    assert_eq!(
+                        a,
+                        b.to_bits(),
+                        "rows {rows}, param {k}: {} vs {b}",
+                        f64::from_bits(a)
+                    );
+                }
+            }
+            if rows > 64 {
+                let live = grads.iter().filter(|g| **g != 0.0).count();
+                assert!(live > params.len() * 2 / 3, "rows {rows}: {live} gradients");
             }
         }
     }
