@@ -41,8 +41,10 @@ mod dense;
 /// reduction order, so it is fixed (never derived from the thread count).
 pub const CHUNK: usize = 64;
 
-/// Operand count times samples above which a run uses threads.
-pub const PARALLEL_WORK: usize = 1 << 17;
+/// Operand count times samples above which a run uses threads: below it (about
+/// 0.2 ms of work) starting a thread, and waiting for a core on a busy machine,
+/// costs more than the thread saves.
+pub const PARALLEL_WORK: usize = 1 << 20;
 
 /// Accumulators of a chunk's reduction over lanes.
 const ACC: usize = 8;
