@@ -317,6 +317,39 @@ class Value:
     def __abs__(self) -> Value:
         return self.abs()
 
+    # Python's number habits, as of the float ``data`` (as for PyTorch's 0-d tensors).
+    def item(self) -> float:
+        """``data`` as a float, as PyTorch's ``Tensor.item()``. A Value also formats,
+        converts and tests as its float does (``bool`` as a 0-d tensor: non-zero is true):
+
+        >>> v = Value(2.71828)
+        >>> v.item(), f"{v:.2f}", int(v), round(v), round(v, 1), bool(v), bool(Value(0.0))
+        (2.71828, '2.72', 2, 3, 2.7, True, False)
+        """
+        return self.data
+
+    def __int__(self) -> int:
+        return int(self.data)  # NaN and infinities raise, as for a float
+
+    def __round__(self, ndigits: Optional[Any] = None) -> Any:
+        try:
+            return round(self.data, ndigits)
+        except TypeError:
+            raise TypeError(
+                f"round: ndigits must be an integer or None, got {type(ndigits).__name__}"
+            ) from None
+
+    def __bool__(self) -> bool:
+        return self.data != 0.0  # NaN is true, as for a float
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return str(self)
+        try:
+            return format(self.data, spec)
+        except ValueError as e:
+            raise ValueError(f"format(Value, {spec!r}): {e}") from None
+
     __neg__ = _method("neg", "__neg__", "``-x``.")
     abs = _method("abs", "abs", "``|x|``, with gradient ``sign(x)`` (0 at 0).")
     exp = _method("exp", "exp", "``exp(x)``.")

@@ -5,6 +5,7 @@
 //! - `gil`: the lock on the arena that every binding shares
 //! - `convert`: Python numbers and arguments as engine inputs, and their messages
 //! - `value`: the `Value` class
+//! - `habits`: `int`, `round`, `bool` and `format` of a `Value`, as of its float
 //! - `slots`: raw CPython slots for the hottest `Value` operators
 //! - `handles`: `Value` handles as CPython objects, made, found and recycled
 //! - `sweep`: long passes over the arena that let threads and Ctrl-C in
@@ -17,6 +18,7 @@
 mod convert;
 mod diagnostics;
 mod gil;
+mod habits;
 mod handles;
 mod lanes;
 mod nary;
