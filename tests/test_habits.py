@@ -1,13 +1,19 @@
 """Python and PyTorch habits: ``format``, ``int``, ``round``, ``item``, ``bool`` of a
-Value, on both backends."""
+Value, and ``no_grad()``, on both backends."""
 
 from __future__ import annotations
 
 import math
 import struct
+import threading
+from types import ModuleType
+from typing import Any, Callable
 
 import numpy as np
 import pytest
+import scalargrad
+from scalargrad import _core, detect_anomaly, no_grad, reference
+from scalargrad.nn import MLP, Module
 
 NAN, INF = float("nan"), float("inf")
 
@@ -120,3 +126,188 @@ def test_bool_as_for_a_float(V, x, want):
 def test_habits_leave_hashing_and_comparison_alone(V):
     a, b = V(0.0), V(0.0)
     assert not a and a == b and hash(a) != hash(b) and len({a, b, a}) == 2
+
+
+# ---- no_grad ---------------------------------------------------------------------
+
+# Every way an op is built, each a function of a backend and two leaves.
+OPS: dict[str, Callable[[ModuleType, Any, Any], Any]] = {
+    "a+b": lambda B, a, b: a + b,
+    "a-b": lambda B, a, b: a - b,
+    "a*b": lambda B, a, b: a * b,
+    "a/b": lambda B, a, b: a / b,
+    "a+1.5": lambda B, a, b: a + 1.5,
+    "2-a": lambda B, a, b: 2 - a,
+    "a*3": lambda B, a, b: a * 3,
+    "0.5/a": lambda B, a, b: 0.5 / a,
+    "a+np": lambda B, a, b: a + np.float64(0.25),
+    "-a": lambda B, a, b: -a,
+    "a**2": lambda B, a, b: a**2,
+    "2**a": lambda B, a, b: 2**a,
+    "a**b": lambda B, a, b: a**b,
+    "abs": lambda B, a, b: abs(a),
+    "exp": lambda B, a, b: a.exp(),
+    "log": lambda B, a, b: a.log(),
+    "tanh": lambda B, a, b: a.tanh(),
+    "sigmoid": lambda B, a, b: a.sigmoid(),
+    "relu": lambda B, a, b: (-a).relu(),
+    "clamp": lambda B, a, b: a.clamp(0.0, 1.0),
+    "sum": lambda B, a, b: B.sum([a, b, 1.0], 0.5),
+    "dot": lambda B, a, b: B.dot([a, b], [b, 2.0]),
+    "layer": lambda B, a, b: B.layer([[a, b], [b, a]], [a, b], [0.5, -2.0], "tanh")[1],
+    "layer-linear": lambda B, a, b: B.layer([[a, b]], [b], [a, 3.0], "linear")[0],
+}
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_no_grad_results_are_leaves_with_the_same_bits(backend, name):
+    build = OPS[name]
+    a, b = backend.Value(1.7, label="a"), backend.Value(0.3, label="b")
+    recorded = build(backend, a, b)
+    assert recorded._prev  # outside the block the op is recorded
+    with no_grad():
+        out = build(backend, a, b)
+    assert out._prev == () and out._op == "" and out._kind == "leaf" and out.label == ""
+    assert _bits(out.data) == _bits(recorded.data) and out.grad == 0.0
+    out.backward()  # reaches nothing: the operands' gradients stay 0
+    assert (out.grad, a.grad, b.grad) == (1.0, 0.0, 0.0)
+
+
+def test_no_grad_gives_the_same_bits_on_both_backends():
+    x = [[0.3, -1.2], [2.0, 0.5], [-0.7, 0.1]]
+    outs = {}
+    for name in scalargrad.BACKENDS:
+        model = MLP(2, [8, (4, "tanh"), 2], seed=5, backend=name)
+        with no_grad():
+            outs[name] = [[_bits(v.data) for v in model(row)] for row in x]
+    assert outs["rust"] == outs["reference"]
+
+
+def test_no_grad_keeps_no_intermediate_nodes(backend, live_nodes):
+    model = MLP(3, [16, 16, 1], seed=1, backend=backend)
+    before = live_nodes()
+    with no_grad():
+        out = model([0.5, -1.0, 2.0])
+        assert live_nodes() == before + 1  # only the result
+    recorded = model([0.5, -1.0, 2.0])
+    assert live_nodes() > before + 50
+    assert _bits(out.data) == _bits(recorded.data)
+
+
+def test_no_grad_nests_and_restores_on_exceptions(backend):
+    V = backend.Value
+    a = V(2.0)
+
+    def recorded() -> bool:
+        return bool((a * a)._prev)
+
+    with no_grad():
+        with no_grad():
+            assert not recorded()
+        assert not recorded()  # the inner block restores "off"
+        with pytest.raises(KeyError), no_grad():
+            raise KeyError("x")
+        assert not recorded()
+    assert recorded()
+    with pytest.raises(ZeroDivisionError), no_grad():
+        1 / 0  # noqa: B018
+    assert recorded()
+
+
+def test_no_grad_decorates_a_function(V):
+    @no_grad()
+    def evaluate(v: Any) -> Any:
+        return v.tanh() * 2.0
+
+    a = V(0.5)
+    assert evaluate(a)._prev == ()
+    assert (a.tanh() * 2.0)._prev  # and only inside the call
+
+
+def test_no_grad_is_per_thread(backend):
+    V = backend.Value
+    a = V(2.0)
+    entered, checked = threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+
+    def in_no_grad() -> None:
+        with no_grad():
+            entered.set()
+            checked.wait(10)
+            seen["worker"] = bool((a + 1.0)._prev)
+
+    t = threading.Thread(target=in_no_grad)
+    t.start()
+    assert entered.wait(10)
+    seen["main, while the worker is in no_grad"] = bool((a + 1.0)._prev)
+    checked.set()
+    t.join(10)
+    assert seen == {"worker": False, "main, while the worker is in no_grad": True}
+
+    # and the other way round: a new thread records while this one is in no_grad
+    with no_grad():
+        box: list[bool] = []
+        t = threading.Thread(target=lambda: box.append(bool((a * a)._prev)))
+        t.start()
+        t.join(10)
+        assert box == [True] and (a * a)._prev == ()
+
+
+def test_no_grad_switches_both_backends_together():
+    r, p = _core.Value(1.0), reference.Value(1.0)
+    with no_grad():
+        assert (r + r)._prev == () and (p + p)._prev == ()
+    assert len((r + r)._prev) == 2 and len((p + p)._prev) == 2
+
+
+def test_set_grad_enabled_returns_the_previous_setting(backend):
+    assert backend.set_grad_enabled(False) is True
+    try:
+        assert backend.set_grad_enabled(False) is False
+        assert (backend.Value(1.0) * 2.0)._prev == ()
+    finally:
+        assert backend.set_grad_enabled(True) is False
+    assert backend.set_grad_enabled(True) is True
+    assert (backend.Value(1.0) * 2.0)._prev
+
+
+def test_detect_anomaly_still_checks_under_no_grad(V):
+    with no_grad(), detect_anomaly():
+        with pytest.raises(FloatingPointError, match="log produced -inf"):
+            V(0.0, label="x").log()
+        with pytest.raises(FloatingPointError):
+            V(1.0) / 0.0
+
+
+class _Spy(Module):
+    """A model that remembers what it returned."""
+
+    nin, nout = 2, 1
+
+    def __init__(self, backend: ModuleType) -> None:
+        self.w = backend.Value(0.5)
+        self.outs: list[Any] = []
+
+    def __call__(self, x: Any) -> Any:
+        out = self.w * x[0] + x[1]
+        self.outs.append(out)
+        return out
+
+    def parameters(self) -> list[Any]:
+        return [self.w]
+
+
+def test_predict_builds_no_graph(backend):
+    model = _Spy(backend)
+    got = scalargrad.predict(model, [[1.0, 2.0], [3.0, -1.0]])
+    assert got == [2.5, 0.5]
+    assert [o._prev for o in model.outs] == [(), ()]
+
+
+def test_decision_boundary_builds_no_graph(backend):
+    from scalargrad.plot import decision_boundary
+
+    model = _Spy(backend)
+    decision_boundary(model, [[0.0, 0.0], [1.0, 1.0]], [-1, 1], h=0.5)
+    assert len(model.outs) > 10 and all(o._prev == () for o in model.outs)
+    assert (model.w * 2.0)._prev  # and the grad mode is back on

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from scalargrad import _core, reference
 from scalargrad._backend import BACKENDS, backend, backend_module, dot, module_of, sum
+from scalargrad._grad_mode import no_grad
 from scalargrad.batch import BatchTape, get_num_threads, set_num_threads
 from scalargrad.losses import softmax
 from scalargrad.train import History, evaluate, fit, predict
@@ -55,6 +56,7 @@ __all__ = [
     "get_data",
     "get_grad",
     "get_num_threads",
+    "no_grad",
     "predict",
     "set_data",
     "set_num_threads",

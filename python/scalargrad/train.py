@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from scalargrad import losses
+from scalargrad._grad_mode import no_grad
 from scalargrad.batching import Batches, forward, loss_on
 from scalargrad.optim import Adam, Optimizer
 
@@ -243,10 +244,11 @@ def fit(
 
 def predict(model: Any, X: Any) -> list[Any]:
     """The model's outputs on ``X`` (a list of samples) as floats (lists of floats
-    for multi-output models)."""
+    for multi-output models). Runs under ``no_grad()``: no graph is built."""
     out = []
-    for o in forward(model, _rows("predict", X, _shape(model)[0])):
-        out.append([float(v) for v in o] if isinstance(o, (list, tuple)) else float(o))
+    with no_grad():
+        for o in forward(model, _rows("predict", X, _shape(model)[0])):
+            out.append([float(v) for v in o] if isinstance(o, (list, tuple)) else float(o))
     return out
 
 

@@ -89,7 +89,8 @@ pub(super) fn sum(
     operands.extend(more);
     nodes.extend(more_nodes);
     nary(py, "sum", &nodes, &operands, |ar| {
-        (ar.peek_sum(&operands), ar.sum(&operands))
+        let out = ar.peek_sum(&operands);
+        (out, super::grad_mode::nary(ar, out, |ar| ar.sum(&operands)))
     })
 }
 
@@ -112,7 +113,8 @@ pub(super) fn dot(
     nodes.extend(xn);
     let all: Vec<Operand> = w.iter().chain(&x).copied().collect();
     nary(py, "dot", &nodes, &all, |ar| {
-        (ar.peek_dot(&w, &x), ar.dot(&w, &x))
+        let out = ar.peek_dot(&w, &x);
+        (out, super::grad_mode::nary(ar, out, |ar| ar.dot(&w, &x)))
     })
 }
 
@@ -176,6 +178,8 @@ pub(super) fn layer<'py>(
                 return Err(err);
             }
         }
+        let mut outs = outs;
+        super::grad_mode::detach_all(&mut ar, &mut outs).map_err(arena_error)?;
         outs
     };
     drop(nodes);

@@ -119,7 +119,7 @@ fn binary(py: Python<'_>, op: Op, x: &Arg<'_, '_>, y: &Arg<'_, '_>) -> PyResult<
                 return Err(forward_anomaly(&ar, op.symbol(), &[ox, oy], out));
             }
         }
-        let id = ar.binary(op, ox, oy).map_err(arena_error)?;
+        let id = super::grad_mode::binary(&mut ar, op, ox, oy).map_err(arena_error)?;
         ar.incref(id);
         id
     };
@@ -137,7 +137,7 @@ fn unary(slf: &Bound<'_, Value>, op: Op, c: [f64; 2]) -> PyResult<Py<Value>> {
                 return Err(forward_anomaly(&ar, op.kind(), &[Operand::Node(a)], out));
             }
         }
-        let id = ar.unary(op, a, c).map_err(arena_error)?;
+        let id = super::grad_mode::unary(&mut ar, op, a, c).map_err(arena_error)?;
         ar.incref(id);
         id
     };
