@@ -154,6 +154,7 @@ OPS: dict[str, Callable[[ModuleType, Any, Any], Any]] = {
     "clamp": lambda B, a, b: a.clamp(0.0, 1.0),
     "sum": lambda B, a, b: B.sum([a, b, 1.0], 0.5),
     "dot": lambda B, a, b: B.dot([a, b], [b, 2.0]),
+    "logsumexp": lambda B, a, b: B.logsumexp([a, b, -1.0]),
     "layer": lambda B, a, b: B.layer([[a, b], [b, a]], [a, b], [0.5, -2.0], "tanh")[1],
     "layer-linear": lambda B, a, b: B.layer([[a, b]], [b], [a, 3.0], "linear")[0],
 }

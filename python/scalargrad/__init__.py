@@ -25,7 +25,15 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from scalargrad import _core, reference
-from scalargrad._backend import BACKENDS, backend, backend_module, dot, module_of, sum
+from scalargrad._backend import (
+    BACKENDS,
+    backend,
+    backend_module,
+    dot,
+    logsumexp,
+    module_of,
+    sum,
+)
 from scalargrad._grad_mode import no_grad
 from scalargrad.batch import BatchTape, get_num_threads, set_num_threads
 from scalargrad.losses import softmax
@@ -56,6 +64,7 @@ __all__ = [
     "get_data",
     "get_grad",
     "get_num_threads",
+    "logsumexp",
     "no_grad",
     "predict",
     "set_data",
