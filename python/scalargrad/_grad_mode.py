@@ -21,7 +21,8 @@ def no_grad() -> Iterator[None]:
     its value as usual (the same bits) and returns a new leaf holding it, with no
     operands (``_prev`` is empty), so ``backward()`` reaches nothing through it and
     a model's intermediate nodes are freed at once. For evaluation and plotting:
-    ``predict`` and ``plot.decision_boundary`` use it.
+    ``plot.decision_boundary`` uses it, and ``predict`` for a model other than the
+    built-in ones (which run as batched lanes).
 
     As PyTorch's ``torch.no_grad()``: per thread; blocks nest; leaving a block, by
     an exception too, restores the setting it found; ``@no_grad()`` decorates a
