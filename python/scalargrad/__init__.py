@@ -34,6 +34,7 @@ from scalargrad._backend import (
     module_of,
     sum,
 )
+from scalargrad._grad_mode import no_grad
 from scalargrad.batch import BatchTape, get_num_threads, set_num_threads
 from scalargrad.losses import softmax
 from scalargrad.train import History, evaluate, fit, predict
@@ -64,6 +65,7 @@ __all__ = [
     "get_grad",
     "get_num_threads",
     "logsumexp",
+    "no_grad",
     "predict",
     "set_data",
     "set_num_threads",

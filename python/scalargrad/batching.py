@@ -17,6 +17,7 @@ from itertools import repeat
 from typing import Any, Callable, Optional
 
 from scalargrad import _backend, losses
+from scalargrad._grad_mode import no_grad
 
 __all__ = ["Batches", "count_correct", "forward", "loss_on", "replayable"]
 
@@ -74,10 +75,14 @@ def _builtin(model: Any) -> bool:
 def predict_rows(model: Any, rows: list) -> list[Any]:
     """The model's outputs on ``rows`` as floats (lists of floats for multi-output
     models): for a built-in model, one sample's graph run over all rows as batched
-    lanes (the same bits as calling the model on each row)."""
+    lanes (the same bits as calling the model on each row); any other model called
+    on each row under ``no_grad()``, which keeps no graph."""
     if not rows or not _builtin(model):
-        outs = forward(model, rows)
-        return [[float(v) for v in o] if isinstance(o, (list, tuple)) else float(o) for o in outs]
+        with no_grad():
+            outs = forward(model, rows)
+            return [
+                [float(v) for v in o] if isinstance(o, (list, tuple)) else float(o) for o in outs
+            ]
     import numpy as np
 
     from scalargrad.batch import BatchTape

@@ -17,6 +17,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
+from scalargrad._grad_mode import no_grad
+
 __all__ = ["decision_boundary", "history"]
 
 PathLike = Union[str, "os.PathLike[str]", None]
@@ -67,7 +69,7 @@ def decision_boundary(
     ``X`` (``n x 2``, a list or an array) is scattered over it, coloured by ``y``
     (labels in {-1, 1} or {0, 1}): class 1 blue, the other class red, light for
     the regions and dark for the points. The model is called once per grid point (about
-    5,000 for the moons data set at the default ``h``).
+    5,000 for the moons data set at the default ``h``), under ``no_grad()``.
 
     The axes are labelled ``xlabel`` and ``ylabel`` (the model's two inputs), and
     a legend names the two classes: ``class_names`` (red first, then blue), by
@@ -106,9 +108,10 @@ def decision_boundary(
             "model calls; use a larger h"
         )
     xx, yy = np.meshgrid(xs, ys)
-    scores = np.array(
-        [float(model([a, b])) for a, b in zip(xx.ravel().tolist(), yy.ravel().tolist())]
-    )
+    with no_grad():  # scores only: no graph for thousands of model calls
+        scores = np.array(
+            [float(model([a, b])) for a, b in zip(xx.ravel().tolist(), yy.ravel().tolist())]
+        )
     Z = (scores > 0).astype(float).reshape(xx.shape)
 
     if ax is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import operator
+import threading
 from collections.abc import Iterable
 from functools import reduce
 from typing import Any, Callable, NamedTuple, Optional
@@ -30,7 +31,7 @@ from scalargrad._convert import forward_anomaly as _forward_anomaly
 from scalargrad._convert import number as _number
 
 __all__ = ["OPS", "Tape", "Value", "dot", "get_data", "get_grad", "layer"]
-__all__ += ["logsumexp", "set_anomaly", "set_data", "sum"]
+__all__ += ["logsumexp", "set_anomaly", "set_data", "set_grad_enabled", "sum"]
 
 _anomaly = False
 
@@ -139,9 +140,27 @@ OPS = tuple(_TABLE)
 
 _new = object.__new__
 
+# no_grad() is per thread: `_grad_here.off` says whether this thread records no
+# graph, and `_grad_off` counts the threads that do not, so `_node` tests one global.
+_grad_here = threading.local()
+_grad_off = 0
+_grad_lock = threading.Lock()
+
+
+def set_grad_enabled(on: bool) -> bool:
+    """Turns graph recording on or off for the calling thread (``no_grad()`` uses
+    this); returns the previous setting. Off, every op's result is a new leaf."""
+    global _grad_off
+    was_off, _grad_here.off = getattr(_grad_here, "off", False), not on
+    with _grad_lock:
+        _grad_off += int(not on) - int(was_off)
+    return not was_off
+
 
 def _node(op: Op, prev: tuple[Value, ...], c: tuple[float, ...], out: float) -> Value:
     v = _new(Value)
+    if _grad_off and getattr(_grad_here, "off", False):
+        op, prev, c = _LEAF, (), ()  # no_grad(): the value, and no graph
     v._data, v._grad, v._label, v._prev, v._row, v._c = out, 0.0, "", prev, op, c
     return v
 
@@ -318,6 +337,39 @@ class Value:
 
     def __abs__(self) -> Value:
         return self.abs()
+
+    # Python's number habits, as of the float ``data`` (as for PyTorch's 0-d tensors).
+    def item(self) -> float:
+        """``data`` as a float, as PyTorch's ``Tensor.item()``. A Value also formats,
+        converts and tests as its float does (``bool`` as a 0-d tensor: non-zero is true):
+
+        >>> v = Value(2.71828)
+        >>> v.item(), f"{v:.2f}", int(v), round(v), round(v, 1), bool(v), bool(Value(0.0))
+        (2.71828, '2.72', 2, 3, 2.7, True, False)
+        """
+        return self.data
+
+    def __int__(self) -> int:
+        return int(self.data)  # NaN and infinities raise, as for a float
+
+    def __round__(self, ndigits: Optional[Any] = None) -> Any:
+        try:
+            return round(self.data, ndigits)
+        except TypeError:
+            raise TypeError(
+                f"round: ndigits must be an integer or None, got {type(ndigits).__name__}"
+            ) from None
+
+    def __bool__(self) -> bool:
+        return self.data != 0.0  # NaN is true, as for a float
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return str(self)
+        try:
+            return format(self.data, spec)
+        except ValueError as e:
+            raise ValueError(f"format(Value, {spec!r}): {e}") from None
 
     __neg__ = _method("neg", "__neg__", "``-x``.")
     abs = _method("abs", "abs", "``|x|``, with gradient ``sign(x)`` (0 at 0).")

@@ -248,7 +248,8 @@ def fit(
 
 def predict(model: Any, X: Any) -> list[Any]:
     """The model's outputs on ``X`` (a list of samples) as floats (lists of floats
-    for multi-output models)."""
+    for multi-output models). A built-in model runs as batched lanes; any other model
+    is called on each sample under ``no_grad()``, so no graph is kept."""
     return predict_rows(model, _rows("predict", X, _shape(model)[0]))
 
 

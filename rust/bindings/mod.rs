@@ -5,6 +5,7 @@
 //! - `gil`: the lock on the arena that every binding shares
 //! - `convert`: Python numbers and arguments as engine inputs, and their messages
 //! - `value`: the `Value` class
+//! - `habits`: `int`, `round`, `bool` and `format` of a `Value`, as of its float
 //! - `slots`: raw CPython slots for the hottest `Value` operators
 //! - `handles`: `Value` handles as CPython objects, made, found and recycled
 //! - `sweep`: long passes over the arena that let threads and Ctrl-C in
@@ -13,10 +14,13 @@
 //! - `params`: `ParamGroup` and bulk reads and writes
 //! - `nary`: the `sum`, `dot` and `layer` builders
 //! - `diagnostics`: `detect_anomaly` and arena statistics
+//! - `grad_mode`: `no_grad()`, ops that record no graph
 
 mod convert;
 mod diagnostics;
 mod gil;
+mod grad_mode;
+mod habits;
 mod handles;
 mod lanes;
 mod nary;
@@ -53,6 +57,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(nary::layer, m)?)?;
     m.add_function(wrap_pyfunction!(diagnostics::set_anomaly, m)?)?;
     m.add_function(wrap_pyfunction!(diagnostics::stats, m)?)?;
+    m.add_function(wrap_pyfunction!(grad_mode::set_grad_enabled, m)?)?;
     m.add_function(wrap_pyfunction!(value::leaf_copy, m)?)?;
     let kinds: Vec<&str> = ops::ALL.iter().map(|o| o.kind()).collect();
     m.add("OPS", PyTuple::new(m.py(), kinds)?)?;

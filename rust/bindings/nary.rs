@@ -89,7 +89,8 @@ pub(super) fn sum(
     operands.extend(more);
     nodes.extend(more_nodes);
     nary(py, "sum", &nodes, &operands, |ar| {
-        (ar.peek_sum(&operands), ar.sum(&operands))
+        let out = ar.peek_sum(&operands);
+        (out, super::grad_mode::nary(ar, out, |ar| ar.sum(&operands)))
     })
 }
 
@@ -99,7 +100,11 @@ pub(super) fn sum(
 pub(super) fn logsumexp(py: Python<'_>, values: &Bound<'_, PyAny>) -> PyResult<Py<Value>> {
     let (operands, nodes) = collect_args("logsumexp", values)?;
     nary(py, "logsumexp", &nodes, &operands, |ar| {
-        (ar.peek_logsumexp(&operands), ar.logsumexp(&operands))
+        let out = ar.peek_logsumexp(&operands);
+        (
+            out,
+            super::grad_mode::nary(ar, out, |ar| ar.logsumexp(&operands)),
+        )
     })
 }
 
@@ -122,7 +127,8 @@ pub(super) fn dot(
     nodes.extend(xn);
     let all: Vec<Operand> = w.iter().chain(&x).copied().collect();
     nary(py, "dot", &nodes, &all, |ar| {
-        (ar.peek_dot(&w, &x), ar.dot(&w, &x))
+        let out = ar.peek_dot(&w, &x);
+        (out, super::grad_mode::nary(ar, out, |ar| ar.dot(&w, &x)))
     })
 }
 
@@ -186,6 +192,8 @@ pub(super) fn layer<'py>(
                 return Err(err);
             }
         }
+        let mut outs = outs;
+        super::grad_mode::detach_all(&mut ar, &mut outs).map_err(arena_error)?;
         outs
     };
     drop(nodes);

@@ -7,7 +7,7 @@
 //! 250 instructions an op on top of the engine's own work. The slots here cover
 //! the common case directly: Values of this backend, exact floats and ints that fit
 //! a float, anomaly checking off. Everything else (NumPy scalars, strings, the other
-//! backend, huge ints, `detect_anomaly`, errors) goes to the slot PyO3 made, so the
+//! backend, huge ints, `detect_anomaly`, `no_grad`, errors) goes to the slot PyO3 made, so the
 //! behaviour is that of `value.rs`, and so are the error messages.
 //!
 //! A handle is a PyO3 `Value` object: the slots write and read the `Value` struct
@@ -110,6 +110,9 @@ unsafe fn fast_binary(
         return None;
     }
     let tp = VALUE_TYPE.load(Ordering::Relaxed);
+    if !super::grad_mode::enabled() {
+        return None; // no_grad(): the general path makes a leaf
+    }
     let (a, b) = unsafe { (fast(x, tp, o.offset)?, fast(y, tp, o.offset)?) };
     let operand = |f: Fast| match f {
         Fast::Node(_, id) => Operand::Node(id),
@@ -226,6 +229,9 @@ unsafe extern "C" fn nb_neg(x: *mut ffi::PyObject) -> *mut ffi::PyObject {
             return None;
         }
         let tp = VALUE_TYPE.load(Ordering::Relaxed);
+        if !super::grad_mode::enabled() {
+            return None;
+        }
         // SAFETY: CPython calls nb_negative with the GIL held on a Value.
         let id = {
             let mut ar = ARENA.try_lock(unsafe { gil_held() })?;

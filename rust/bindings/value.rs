@@ -4,6 +4,7 @@
 use super::convert::{self, Arg, Label};
 use super::diagnostics::{fmt_f64, forward_anomaly, ANOMALY};
 use super::gil::{gil_held, ARENA};
+use super::habits;
 use super::handles::{operand_handles, register, wrap};
 use super::sweep;
 use crate::arena::{ArenaError, NodeId, Operand};
@@ -118,7 +119,7 @@ fn binary(py: Python<'_>, op: Op, x: &Arg<'_, '_>, y: &Arg<'_, '_>) -> PyResult<
                 return Err(forward_anomaly(&ar, op.symbol(), &[ox, oy], out));
             }
         }
-        let id = ar.binary(op, ox, oy).map_err(arena_error)?;
+        let id = super::grad_mode::binary(&mut ar, op, ox, oy).map_err(arena_error)?;
         ar.incref(id);
         id
     };
@@ -136,7 +137,7 @@ fn unary(slf: &Bound<'_, Value>, op: Op, c: [f64; 2]) -> PyResult<Py<Value>> {
                 return Err(forward_anomaly(&ar, op.kind(), &[Operand::Node(a)], out));
             }
         }
-        let id = ar.unary(op, a, c).map_err(arena_error)?;
+        let id = super::grad_mode::unary(&mut ar, op, a, c).map_err(arena_error)?;
         ar.incref(id);
         id
     };
@@ -306,6 +307,41 @@ value_methods! {
 
     fn __float__(&self, py: Python<'_>) -> f64 {
         self.data(py)
+    }
+
+    /// `data` as a float, as PyTorch's `Tensor.item()`. A Value also formats,
+    /// converts and tests as its float does (`bool` as a 0-d tensor: non-zero is true):
+    ///
+    /// >>> v = Value(2.71828)
+    /// >>> v.item(), f"{v:.2f}", int(v), round(v), round(v, 1), bool(v), bool(Value(0.0))
+    /// (2.71828, '2.72', 2, 3, 2.7, True, False)
+    fn item(&self, py: Python<'_>) -> f64 {
+        self.data(py)
+    }
+
+    /// `int(v)`: `int(v.data)` (NaN and infinities raise, as for a float).
+    fn __int__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        habits::int(py, self.data(py))
+    }
+
+    /// `round(v)` is an int and `round(v, n)` a float, as for `v.data`.
+    #[pyo3(signature = (ndigits = None))]
+    fn __round__<'py>(
+        &self,
+        py: Python<'py>,
+        ndigits: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        habits::round(py, self.data(py), ndigits)
+    }
+
+    /// `bool(v)`: `v.data != 0`, as for a float or a 0-d tensor (NaN is true).
+    fn __bool__(&self, py: Python<'_>) -> bool {
+        habits::truth(self.data(py))
+    }
+
+    /// `f"{v:.3f}"` formats `v.data`; an empty spec (`f"{v}"`) gives `str(v)`.
+    fn __format__(slf: &Bound<'_, Self>, spec: &str) -> PyResult<String> {
+        habits::format(slf.as_any(), slf.get().data(slf.py()), spec)
     }
 
     fn __hash__(&self) -> u64 {
