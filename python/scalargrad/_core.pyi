@@ -7,6 +7,7 @@ _Number = Union[SupportsFloat, int]
 _Operand = Union["Value", _Number]
 
 __all__ = [
+    "LaneTape",
     "OPS",
     "Tape",
     "Value",
@@ -16,9 +17,12 @@ __all__ = [
     "dot",
     "get_data",
     "get_grad",
+    "get_num_threads",
     "layer",
+    "logsumexp",
     "set_anomaly",
     "set_data",
+    "set_num_threads",
     "set_grad_enabled",
     "stats",
     "sum",
@@ -116,6 +120,24 @@ class Tape:
     def backward(self) -> None: ...
     def run(self) -> float: ...
 
+@final
+class LaneTape:
+    """One sample's graph run over batches (``scalargrad.BatchTape`` wraps it)."""
+
+    def __new__(
+        cls, root: Value, inputs: Iterable[Value], outputs: Iterable[Value]
+    ) -> LaneTape: ...
+    @property
+    def n_inputs(self) -> int: ...
+    @property
+    def n_outputs(self) -> int: ...
+    @property
+    def lane_nodes(self) -> int: ...
+    def __len__(self) -> int: ...
+    def run(self, x: Any, seed: float | None, out: Any) -> float: ...
+
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
 @final
 class ParamGroup:
     """Parameters stepped, zeroed and read in one call into Rust."""
