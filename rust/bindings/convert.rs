@@ -8,6 +8,7 @@
 
 use super::value::Value;
 use crate::arena::Operand;
+use crate::ops::canon;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
@@ -25,21 +26,21 @@ enum Read<'a, 'py> {
 }
 
 /// Sorts `x`. An int too large for a float is a ValueError naming `op`, as
-/// `float(10**400)` is; nothing else fails.
+/// `float(10**400)` is; an object whose `__float__` raises passes its own error
+/// on. Every NaN read is the canonical one (`ops::canon`).
 #[inline]
 fn read<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Read<'a, 'py>> {
     if let Ok(v) = x.cast_exact::<Value>() {
         return Ok(Read::Node(v));
     }
     if let Ok(f) = x.cast_exact::<PyFloat>() {
-        return Ok(Read::Num(f.value()));
+        return Ok(Read::Num(canon(f.value())));
     }
     if x.is_instance_of::<PyInt>() {
-        return x.extract::<f64>().map(Read::Num).map_err(|_| {
-            PyValueError::new_err(format!(
-                "{op}: integer {x} is too large to convert to float"
-            ))
-        });
+        return x
+            .extract::<f64>()
+            .map(Read::Num)
+            .map_err(|_| too_large(op, x));
     }
     if other_backend(x) {
         return Ok(Read::OtherBackend);
@@ -47,7 +48,46 @@ fn read<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Read<'a, 'py>> 
     if x.is_instance_of::<PyString>() {
         return Ok(Read::NotNumber);
     }
-    Ok(x.extract::<f64>().map_or(Read::NotNumber, Read::Num))
+    match x.extract::<f64>() {
+        Ok(v) => Ok(Read::Num(canon(v))),
+        // A type that claims to convert and fails: its own error, as `float(x)` gives.
+        Err(e) if converts(x) => Err(e),
+        Err(_) => Ok(Read::NotNumber),
+    }
+}
+
+/// Whether `x`'s type has `__float__` or `__index__` (what `float(x)` calls).
+fn converts(x: &Bound<'_, PyAny>) -> bool {
+    let t = x.get_type();
+    t.hasattr("__float__").unwrap_or(false) || t.hasattr("__index__").unwrap_or(false)
+}
+
+/// The ValueError for an int too large for a float. A huge int is shown by its
+/// size, not its digits (printing one beyond Python's digit limit fails).
+pub(super) fn too_large(op: &str, x: &Bound<'_, PyAny>) -> PyErr {
+    let bits = x
+        .call_method0("bit_length")
+        .and_then(|b| b.extract::<u64>())
+        .unwrap_or(u64::MAX);
+    let shown = if bits <= 128 {
+        x.str().map(|s| s.to_string()).unwrap_or_default()
+    } else {
+        // `~10**k`, k = floor(log10 |x|), which `math.log10` gives for any int.
+        let k = x
+            .py()
+            .import("math")
+            .and_then(|m| m.getattr("log10")?.call1((x.abs()?,)))
+            .and_then(|l| l.extract::<f64>())
+            .unwrap_or((bits - 1) as f64 * std::f64::consts::LOG10_2);
+        let sign = match x.lt(0i32) {
+            Ok(true) => "-",
+            _ => "",
+        };
+        format!("{sign}~10**{}", k.floor() as u64)
+    };
+    PyValueError::new_err(format!(
+        "{op}: integer {shown} is too large to convert to float"
+    ))
 }
 
 /// Whether `x` is a Value of the reference backend.

@@ -2,7 +2,7 @@
 //! `layer`.
 
 use super::convert::{self, Arg};
-use super::diagnostics::{forward_anomaly, node_anomaly, ANOMALY};
+use super::diagnostics::{anomaly_on, forward_anomaly, node_anomaly};
 use super::gil::ARENA;
 use super::handles::{register, wrap};
 use super::value::{arena_error, Value};
@@ -11,7 +11,6 @@ use crate::ops::Op;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
-use std::sync::atomic::Ordering;
 
 /// The length of a list or tuple (0 for other iterables, whose length may be
 /// unknown or costly to ask).
@@ -57,7 +56,7 @@ fn nary(
             register(&mut ar, v);
         }
         let (out, id) = build(&mut ar);
-        if ANOMALY.load(Ordering::Relaxed) && !out.is_finite() {
+        if anomaly_on() && !out.is_finite() {
             let err = forward_anomaly(&ar, name, operands, out);
             if let Ok(id) = id {
                 ar.incref(id);
@@ -168,7 +167,7 @@ pub(super) fn layer<'py>(
             register(&mut ar, v);
         }
         let outs = ar.layer(&w_rows, &b_ids, &xs, act).map_err(arena_error)?;
-        if ANOMALY.load(Ordering::Relaxed) {
+        if anomaly_on() {
             if let Some(err) = layer_anomaly(&ar, &outs) {
                 for &o in &outs {
                     ar.decref(o);

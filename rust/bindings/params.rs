@@ -1,7 +1,7 @@
 //! The `ParamGroup` class (optimizer steps over many parameters in one call) and
 //! bulk reads and writes of many Values' `data` and `grad`.
 
-use super::convert::type_name;
+use super::convert::{number_arg, type_name};
 use super::gil::{gil_held, ARENA};
 use super::value::Value;
 use crate::arena::NodeId;
@@ -129,8 +129,17 @@ pub(super) fn get_grad(values: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
 
 /// Sets the `data` of many Values in one call; checks everything first.
 #[pyfunction]
-pub(super) fn set_data(values: &Bound<'_, PyAny>, data: Vec<f64>) -> PyResult<()> {
+pub(super) fn set_data(values: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
     let ids = ids_of("set_data", values)?;
+    let mut numbers = Vec::new();
+    for (i, x) in data.try_iter()?.enumerate() {
+        numbers.push(number_arg(
+            "set_data",
+            &format!("element {i} of data"),
+            &x?,
+        )?);
+    }
+    let data = numbers;
     if ids.len() != data.len() {
         return Err(PyValueError::new_err(format!(
             "set_data: {} values but {} numbers",

@@ -2,17 +2,17 @@
 //! operators, ops and attributes.
 
 use super::convert::{self, Arg, Label};
-use super::diagnostics::{fmt_f64, forward_anomaly, ANOMALY};
+use super::diagnostics::{anomaly_on, fmt_f64, forward_anomaly};
 use super::gil::{gil_held, ARENA};
 use super::handles::{operand_handles, register, wrap};
 use super::sweep;
 use crate::arena::{ArenaError, NodeId, Operand};
-use crate::ops::Op;
+use crate::ops::{canon, Op};
 use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyFloat, PyInt, PyString, PyTuple};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// A scalar node of the graph. A small handle to a node in the Rust arena.
 ///
@@ -66,8 +66,11 @@ pub(super) fn leaf_copy(py: Python<'_>, data: f64, grad: f64, label: &str) -> Py
         let mut ar = ARENA.lock(py);
         let id = ar.leaf(data).map_err(arena_error)?;
         ar.incref(id);
-        ar.grad[id as usize] = grad;
-        ar.set_label(id, label);
+        ar.grad[id as usize] = canon(grad);
+        if let Err(e) = ar.set_label(id, label) {
+            ar.release(id);
+            return Err(arena_error(e));
+        }
         id
     };
     wrap(py, id)
@@ -76,6 +79,9 @@ pub(super) fn leaf_copy(py: Python<'_>, data: f64, grad: f64, label: &str) -> Py
 pub(super) fn arena_error(e: ArenaError) -> PyErr {
     match e {
         ArenaError::Full => PyMemoryError::new_err("scalargrad: the arena is full (2**32 nodes)"),
+        ArenaError::Memory => PyMemoryError::new_err(
+            "scalargrad: out of memory (the graph is as it was before this call)",
+        ),
         ArenaError::Stale(id) => {
             PyRuntimeError::new_err(format!("scalargrad: node {id} is not live"))
         }
@@ -112,7 +118,7 @@ fn binary(py: Python<'_>, op: Op, x: &Arg<'_, '_>, y: &Arg<'_, '_>) -> PyResult<
                 register(&mut ar, v);
             }
         }
-        if ANOMALY.load(Ordering::Relaxed) {
+        if anomaly_on() {
             let out = ar.peek_binary(op, ox, oy);
             if !out.is_finite() {
                 return Err(forward_anomaly(&ar, op.symbol(), &[ox, oy], out));
@@ -130,7 +136,7 @@ fn unary(slf: &Bound<'_, Value>, op: Op, c: [f64; 2]) -> PyResult<Py<Value>> {
     let id = {
         let mut ar = ARENA.lock(slf.py());
         register(&mut ar, slf);
-        if ANOMALY.load(Ordering::Relaxed) {
+        if anomaly_on() {
             let out = ar.peek_unary(op, a, c);
             if !out.is_finite() {
                 return Err(forward_anomaly(&ar, op.kind(), &[Operand::Node(a)], out));
@@ -189,7 +195,10 @@ value_methods! {
         let mut ar = ARENA.lock(py);
         let id = ar.leaf(x).map_err(arena_error)?;
         ar.incref(id);
-        ar.set_label(id, &label.0);
+        if let Err(e) = ar.set_label(id, &label.0) {
+            ar.release(id);
+            return Err(arena_error(e));
+        }
         Ok(Value::of(id))
     }
 
@@ -230,8 +239,11 @@ value_methods! {
     }
 
     #[setter]
-    fn set_label(&self, py: Python<'_>, label: Label) {
-        ARENA.lock(py).set_label(self.id, &label.0);
+    fn set_label(&self, py: Python<'_>, label: Label) -> PyResult<()> {
+        ARENA
+            .lock(py)
+            .set_label(self.id, &label.0)
+            .map_err(arena_error)
     }
 
     /// The op that made this node, as micrograd names it (`"+"`, `"*"`, `"**2"`, `"ReLU"`; `""` for leaves).
