@@ -6,7 +6,7 @@
 //! its operands are released in turn (with an explicit work list, never recursion),
 //! and its slot is reused by the next node.
 
-use crate::ops::{self, canon, Op};
+use crate::ops::{self, Op};
 use rustc_hash::FxHashMap;
 
 pub type NodeId = u32;
@@ -314,7 +314,7 @@ impl Arena {
 
     /// A new leaf holding `data`, with reference count 0.
     pub fn leaf(&mut self, data: f64) -> Result<NodeId, ArenaError> {
-        self.alloc(Op::Leaf, canon(data), NONE, NONE)
+        self.alloc(Op::Leaf, data, NONE, NONE)
     }
 
     /// The node for an operand: a number becomes a new leaf. Callers refuse stale

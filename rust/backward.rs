@@ -2,7 +2,7 @@
 //! accumulation of every op's contributions, without recursion.
 
 use crate::arena::{reserve, Arena, ArenaError, NodeId};
-use crate::ops::{self, canon, Op};
+use crate::ops::{self, Op};
 
 /// The first non-finite gradient met with checking on (`detect_anomaly`).
 #[derive(Debug, Clone, PartialEq)]
@@ -66,8 +66,9 @@ impl Walk {
         ar.epoch == self.epoch
     }
 
-    /// Visits up to `budget` more nodes; true when the walk is done (`post` then
-    /// holds the order). On `Err` the arena is unchanged but for visit marks.
+    /// Walks on until `budget` more nodes are emitted; true when the walk is done
+    /// (`post` then holds the order). On `Err` (out of memory) the walk is over
+    /// and the arena unchanged but for visit marks.
     pub fn run(
         &mut self,
         ar: &mut Arena,
@@ -84,33 +85,30 @@ impl Walk {
         let Some(mut cur) = self.cur else {
             return Ok(true);
         };
-        for _ in 0..budget {
+        // On `Err` the walk is abandoned, so the marks it left do not matter.
+        let stop = post.len().saturating_add(budget);
+        loop {
             let id = cur as NodeId;
             let i = id as usize;
-            if post.len() == post.capacity() {
-                reserve(post, post.len().max(1024))?;
-            }
-            if cur & EMIT != 0 {
-                post.push(id);
+            let emit = if cur & EMIT != 0 {
+                true
             } else if ar.mark[i] != epoch {
+                ar.mark[i] = epoch;
                 let op = ar.op[i];
                 if matches!(op, Op::Leaf | Op::Free) {
-                    ar.mark[i] = epoch;
-                    post.push(id);
+                    true
                 } else {
                     let Arena {
                         mark, edges, a, b, ..
-                    } = &mut *ar;
+                    } = &*ar;
                     let n = if op.is_nary() {
                         edges[a[i] as usize].len()
                     } else {
-                        2
+                        1
                     };
-                    if stack.capacity() - stack.len() < n + 1 {
-                        // Before the mark, so a retry visits this node again.
+                    if stack.capacity() - stack.len() <= n {
                         reserve(stack, (n + 1).max(stack.len()))?;
                     }
-                    mark[i] = epoch;
                     stack.push(cur | EMIT);
                     let mut visit = |x: NodeId| {
                         if mark[x as usize] != epoch {
@@ -131,7 +129,16 @@ impl Walk {
                         cur = x as u64;
                         continue;
                     }
+                    false
                 }
+            } else {
+                false
+            };
+            if emit {
+                if post.len() == post.capacity() {
+                    reserve(post, post.len().max(1024))?;
+                }
+                post.push(id);
             }
             match stack.pop() {
                 Some(next) => cur = next,
@@ -141,9 +148,11 @@ impl Walk {
                     return Ok(true);
                 }
             }
+            if post.len() >= stop {
+                self.cur = Some(cur);
+                return Ok(false);
+            }
         }
-        self.cur = Some(cur);
-        Ok(false)
     }
 
     /// Gives the walk's buffer back to the arena for the next walk.
@@ -217,7 +226,7 @@ pub fn backprop(ar: &mut Arena, id: NodeId) {
             } else {
                 [0.0; 2]
             };
-            ar.grad[a] = canon(ar.grad[a] + ops::unary_grad(op, g, ar.data[a], out, c));
+            ar.grad[a] += ops::unary_grad(op, g, ar.data[a], out, c);
         }
     }
 }
@@ -234,8 +243,8 @@ fn backprop_nary(ar: &mut Arena, i: usize, op: Op, g: f64) {
 fn backprop_binary(ar: &mut Arena, i: usize, op: Op, g: f64, out: f64) {
     let (a, b) = (ar.a[i] as usize, ar.b[i] as usize);
     let (ga, gb) = ops::binary_grad(op, g, ar.data[a], ar.data[b], out);
-    ar.grad[a] = canon(ar.grad[a] + ga);
-    ar.grad[b] = canon(ar.grad[b] + gb);
+    ar.grad[a] += ga;
+    ar.grad[b] += gb;
 }
 
 #[cfg(test)]

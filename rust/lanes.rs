@@ -407,7 +407,7 @@ impl LaneTape {
             true => Some(self.shared_backward(shared, &partials)?),
             false => None,
         };
-        Ok((ops::sum(roots.iter().copied()), grads, roots))
+        Ok((ops::canon(ops::sum(roots.iter().copied())), grads, roots))
     }
 
     /// The first shared leaf whose gradient total (from `compute`) is not finite.
@@ -470,7 +470,7 @@ impl LaneTape {
     /// Adds each shared leaf's total (from `compute`) into its `grad`.
     pub fn add_grads(&self, ar: &mut Arena, totals: &[f64]) {
         for &(id, s) in &self.shared_leaves {
-            ar.grad[id as usize] = ops::canon(ar.grad[id as usize] + totals[s as usize]);
+            ar.grad[id as usize] += totals[s as usize];
         }
     }
 

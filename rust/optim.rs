@@ -3,7 +3,6 @@
 //! so a Rust model and a reference model take bit-identical steps.
 
 use crate::arena::{Arena, NodeId};
-use crate::ops::canon;
 
 /// SGD: `g = grad + wd * p`; with momentum `v = mu * v + g; g = v`; `p -= lr * g`.
 pub fn sgd(ar: &mut Arena, ids: &[NodeId], velocity: &mut [f64], lr: f64, mu: f64, wd: f64) {
@@ -14,10 +13,10 @@ pub fn sgd(ar: &mut Arena, ids: &[NodeId], velocity: &mut [f64], lr: f64, mu: f6
             g += wd * ar.data[i];
         }
         if mu != 0.0 {
-            velocity[k] = canon(mu * velocity[k] + g);
+            velocity[k] = mu * velocity[k] + g;
             g = velocity[k];
         }
-        ar.data[i] = canon(ar.data[i] - lr * g);
+        ar.data[i] -= lr * g;
     }
 }
 
@@ -43,9 +42,9 @@ pub fn adam(ar: &mut Arena, ids: &[NodeId], m: &mut [f64], v: &mut [f64], s: Ada
         if s.wd != 0.0 {
             g += s.wd * ar.data[i];
         }
-        m[k] = canon(s.b1 * m[k] + (1.0 - s.b1) * g);
-        v[k] = canon(s.b2 * v[k] + (1.0 - s.b2) * (g * g));
-        ar.data[i] = canon(ar.data[i] - s.lr * (m[k] / c1) / ((v[k] / c2).sqrt() + s.eps));
+        m[k] = s.b1 * m[k] + (1.0 - s.b1) * g;
+        v[k] = s.b2 * v[k] + (1.0 - s.b2) * (g * g);
+        ar.data[i] -= s.lr * (m[k] / c1) / ((v[k] / c2).sqrt() + s.eps);
     }
 }
 

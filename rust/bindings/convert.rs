@@ -8,7 +8,6 @@
 
 use super::value::Value;
 use crate::arena::Operand;
-use crate::ops::canon;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
@@ -27,14 +26,14 @@ enum Read<'a, 'py> {
 
 /// Sorts `x`. An int too large for a float is a ValueError naming `op`, as
 /// `float(10**400)` is; an object whose `__float__` raises passes its own error
-/// on. Every NaN read is the canonical one (`ops::canon`).
+/// on.
 #[inline]
 fn read<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Read<'a, 'py>> {
     if let Ok(v) = x.cast_exact::<Value>() {
         return Ok(Read::Node(v));
     }
     if let Ok(f) = x.cast_exact::<PyFloat>() {
-        return Ok(Read::Num(canon(f.value())));
+        return Ok(Read::Num(f.value()));
     }
     if x.is_instance_of::<PyInt>() {
         return x
@@ -49,7 +48,7 @@ fn read<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Read<'a, 'py>> 
         return Ok(Read::NotNumber);
     }
     match x.extract::<f64>() {
-        Ok(v) => Ok(Read::Num(canon(v))),
+        Ok(v) => Ok(Read::Num(v)),
         // A type that claims to convert and fails: its own error, as `float(x)` gives.
         Err(e) if converts(x) => Err(e),
         Err(_) => Ok(Read::NotNumber),

@@ -23,7 +23,15 @@ static ANOMALY_THREADS: AtomicUsize = AtomicUsize::new(0);
 /// Whether the calling thread checks for non-finite results.
 #[inline(always)]
 pub(super) fn anomaly_on() -> bool {
-    ANOMALY_THREADS.load(Ordering::Relaxed) != 0 && ANOMALY.with(Cell::get)
+    ANOMALY_THREADS.load(Ordering::Relaxed) != 0 && anomaly_on_this_thread()
+}
+
+/// Out of line, so the thread-local's address (a call in a shared library) is not
+/// computed on the hot paths ahead of the check above.
+#[cold]
+#[inline(never)]
+fn anomaly_on_this_thread() -> bool {
+    ANOMALY.with(Cell::get)
 }
 
 /// Turns anomaly checking on or off for the calling thread

@@ -58,7 +58,12 @@ fn order_interruptibly(
                 walk.finish(&mut ar);
                 walk = backward::Walk::start(&mut ar, root, order);
             }
-            let step = walk.run(&mut ar, order, SIGNAL_CHUNK);
+            // Graphs too small to pause for are walked in one go.
+            let budget = match pacer {
+                None => PAUSE_MIN_NODES,
+                Some(_) => SIGNAL_CHUNK,
+            };
+            let step = walk.run(&mut ar, order, budget);
             if !matches!(step, Ok(false)) {
                 walk.finish(&mut ar);
                 return match step {

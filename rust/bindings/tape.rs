@@ -6,6 +6,7 @@ use super::gil::{gil_held, ARENA};
 use super::handles::handle_for;
 use super::sweep::{forward_interruptibly, sweep_interruptibly, Pacer, Snapshot};
 use super::value::{arena_error, Value};
+use crate::ops::canon;
 use crate::replay;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -133,7 +134,7 @@ impl Tape {
             let done = self.with(|t| {
                 let mut ar = ARENA.lock(py);
                 let done = t.run_compiled(&mut ar).map_err(arena_error)?;
-                Ok::<_, PyErr>(done.then(|| ar.data[t.root() as usize]))
+                Ok::<_, PyErr>(done.then(|| canon(ar.data[t.root() as usize])))
             })?;
             if let Some(value) = done {
                 return Ok(value);
@@ -141,6 +142,6 @@ impl Tape {
         }
         self.forward(py)?;
         self.sweep(py, true)?;
-        Ok(self.with(|t| ARENA.lock(py).data[t.root() as usize]))
+        Ok(self.with(|t| canon(ARENA.lock(py).data[t.root() as usize])))
     }
 }

@@ -54,7 +54,11 @@ impl Value {
     fn parts(&self, py: Python<'_>) -> (f64, f64, String) {
         let ar = ARENA.lock(py);
         let i = self.id as usize;
-        (ar.data[i], ar.grad[i], ar.label(self.id).to_string())
+        (
+            canon(ar.data[i]),
+            canon(ar.grad[i]),
+            ar.label(self.id).to_string(),
+        )
     }
 }
 
@@ -66,7 +70,7 @@ pub(super) fn leaf_copy(py: Python<'_>, data: f64, grad: f64, label: &str) -> Py
         let mut ar = ARENA.lock(py);
         let id = ar.leaf(data).map_err(arena_error)?;
         ar.incref(id);
-        ar.grad[id as usize] = canon(grad);
+        ar.grad[id as usize] = grad;
         if let Err(e) = ar.set_label(id, label) {
             ar.release(id);
             return Err(arena_error(e));
@@ -210,7 +214,8 @@ value_methods! {
     /// The node's value.
     #[getter]
     pub(super) fn data(&self, py: Python<'_>) -> f64 {
-        ARENA.lock(py).data[self.id as usize]
+        // Numbers leave the engine with one NaN (see `ops::canon`).
+        canon(ARENA.lock(py).data[self.id as usize])
     }
 
     #[setter]
@@ -223,7 +228,7 @@ value_methods! {
     /// d(root)/d(this node), accumulated by `backward()`.
     #[getter]
     fn grad(&self, py: Python<'_>) -> f64 {
-        ARENA.lock(py).grad[self.id as usize]
+        canon(ARENA.lock(py).grad[self.id as usize])
     }
 
     #[setter]
