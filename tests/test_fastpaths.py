@@ -4,6 +4,7 @@ as the eager path, on both backends."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -80,7 +81,9 @@ def test_rust_optimizer_steps_match_python_steps(make):
     assert all(p.grad == 0.0 for p in rust.parameters())
 
 
-def test_fit_replay_equals_eager_on_both_backends():
+def test_fit_batched_and_eager_on_both_backends():
+    """Batched lanes give the same bits on both backends, as rebuilding does; the two
+    paths agree to the summation-order bound of the gradients."""
     from scalargrad.datasets import moons
     from scalargrad.optim import LinearDecay
 
@@ -105,8 +108,10 @@ def test_fit_replay_equals_eager_on_both_backends():
                 replay=replay,
             )
     assert hists["rust", True].accuracy[-1] >= 0.97
-    assert hists["rust", True].loss == hists["reference", True].loss == hists["rust", False].loss
-    assert hists["reference", False].loss == hists["rust", True].loss[:30]
+    assert hists["rust", True].loss == hists["reference", True].loss
+    assert hists["reference", False].loss == hists["rust", False].loss[:30]
+    assert hists["rust", True].loss[0] == hists["rust", False].loss[0]
+    assert hists["rust", True].loss == pytest.approx(hists["rust", False].loss, rel=1e-9)
 
 
 @pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "linear"])
@@ -178,14 +183,7 @@ def test_fit_replays_only_graphs_that_cannot_change(backend, monkeypatch, loss, 
         y, nout = [1 if a * b > 0 else 0 for a, b in X], 1
     acts = [(6, "tanh"), (nout, "sigmoid" if loss == "binary_cross_entropy" else "linear")]
 
-    tapes: list = []
-    real = backend.Tape
-
-    def counting(root):
-        tapes.append(root)
-        return real(root)
-
-    monkeypatch.setattr(backend, "Tape", counting)
+    tapes = _count_batch_tapes(monkeypatch)
     runs = {}
     for replay in (None, False):
         m = model(2, acts, seed=3, backend=backend)
@@ -193,9 +191,29 @@ def test_fit_replays_only_graphs_that_cannot_change(backend, monkeypatch, loss, 
         h = scalargrad.fit(
             m, X, y, loss=loss, optimizer=opt, epochs=25, progress=False, replay=replay
         )
-        runs[replay] = (h.loss, [p.data.hex() for p in m.parameters()])
+        runs[replay] = (h.loss, [p.data for p in m.parameters()])
     assert len(tapes) == (1 if replays else 0)
-    assert runs[None] == runs[False]  # replayed or not, the same bits as rebuilding
+    _assert_same_training(runs[None], runs[False])
+
+
+def _count_batch_tapes(monkeypatch) -> list:
+    """Records every per-sample graph ``fit`` records for batched lanes."""
+    from scalargrad import batch
+
+    tapes: list = []
+    real = batch.BatchTape
+    monkeypatch.setattr(batch, "BatchTape", lambda *a, **k: tapes.append(a) or real(*a, **k))
+    return tapes
+
+
+def _assert_same_training(batched, rebuilt) -> None:
+    """Batched lanes against rebuilding each batch's graph: the first loss is the
+    same bits (same parameters, same forward); the gradients differ only by their
+    documented summation order, a few ulps that training then compounds."""
+    (loss_b, params_b), (loss_r, params_r) = batched, rebuilt
+    assert loss_b[0].hex() == loss_r[0].hex()
+    assert loss_b == pytest.approx(loss_r, rel=1e-9, abs=1e-12)
+    assert params_b == pytest.approx(params_r, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize("loss", ["hinge", "mse", "bce_with_logits", "binary_cross_entropy"])
@@ -208,9 +226,7 @@ def test_mini_batch_replay_equals_rebuilding(backend, monkeypatch, loss):
     X = [[rng.uniform(-2, 2), rng.uniform(-2, 2)] for _ in range(30)]
     y = [1 if a * b > 0 else (-1 if loss == "hinge" else 0) for a, b in X]
     out = "sigmoid" if loss == "binary_cross_entropy" else "linear"
-    tapes: list = []
-    real = backend.Tape
-    monkeypatch.setattr(backend, "Tape", lambda root: tapes.append(root) or real(root))
+    tapes = _count_batch_tapes(monkeypatch)
     runs = {}
     for replay in (None, False):
         m = MLP(2, [(6, "tanh"), (1, out)], seed=5, backend=backend)
@@ -227,9 +243,10 @@ def test_mini_batch_replay_equals_rebuilding(backend, monkeypatch, loss):
             progress=False,
             replay=replay,
         )
-        runs[replay] = (h.loss, h.accuracy, [p.data.hex() for p in m.parameters()])
-    assert len(tapes) == 2
-    assert runs[None] == runs[False]
+        runs[replay] = (h.loss, [p.data for p in m.parameters()], h.accuracy)
+    assert len(tapes) == 1  # one per-sample graph, for every batch and batch size
+    _assert_same_training(runs[None][:2], runs[False][:2])
+    assert runs[None][2] == runs[False][2]
     assert runs[None][0][-1] < runs[None][0][0]  # it trains
 
 
@@ -242,3 +259,129 @@ def test_tape_run_checks_anomalies_when_asked(backend):
         tape.run()
     w.data = math.e
     assert tape.run() == 2.0 and w.grad == 2.0 / math.e
+
+
+# ---- Tape.forward() and Tape.backward(), op by op --------------------------------------
+# Each op is recorded, its leaves are changed, and the replay must give the bits of a
+# graph built afresh from the new values: operands in the wrong order, a wrong split of
+# a dot's operands or a sum in another order change the bits.
+
+TAPE_OPS = {
+    "add": lambda B, a, b, c, d: a + b,
+    "sub": lambda B, a, b, c, d: a - b,
+    "rsub": lambda B, a, b, c, d: 1.5 - a,
+    "mul": lambda B, a, b, c, d: a * b,
+    "div": lambda B, a, b, c, d: a / b,
+    "rdiv": lambda B, a, b, c, d: 2.0 / b,
+    "neg": lambda B, a, b, c, d: -b,
+    "pow": lambda B, a, b, c, d: a**b,
+    "pow_const": lambda B, a, b, c, d: b**3.0,
+    "rpow_const": lambda B, a, b, c, d: 2.0**b,
+    "exp": lambda B, a, b, c, d: b.exp(),
+    "log": lambda B, a, b, c, d: a.log(),
+    "tanh": lambda B, a, b, c, d: b.tanh(),
+    "sigmoid": lambda B, a, b, c, d: b.sigmoid(),
+    "relu": lambda B, a, b, c, d: b.relu(),
+    "abs": lambda B, a, b, c, d: abs(b),
+    "clamp": lambda B, a, b, c, d: b.clamp(-0.5, 1.0),
+    "sum": lambda B, a, b, c, d: B.sum([a, b, c, d]),
+    "dot": lambda B, a, b, c, d: B.dot([a, b], [c, d]),
+    "dot3": lambda B, a, b, c, d: B.dot([a, b, c], [d, c, b]),
+    # a node used twice, and an op over an op: each operand's gradient arrives by two paths
+    "chain": lambda B, a, b, c, d: (a - b) / (c - d) ** 2.0 - B.dot([a, c], [b - d, d]),
+}
+
+# the leaves at recording time, then the values the tape is replayed with ("a" stays
+# positive, so that log and a ** b are real; the sums cancel differently in each order)
+TAPE_DATA = [
+    (1.5, 0.25, -2.0, 3.0),
+    (0.7, 2.5, 1.25, -0.5),
+    (3.0, -1.5, 4.0, 0.125),
+    (1e16, -1e16, 1.0, 3.0),
+    (2.0, 0.0, -7.0, 1e-3),
+]
+
+
+def _eager(backend, f, xs):
+    leaves = [backend.Value(x) for x in xs]
+    out = f(backend, *leaves)
+    out.backward()
+    return out.data.hex(), [v.grad.hex() for v in leaves]
+
+
+@pytest.mark.parametrize("op", TAPE_OPS)
+def test_tape_forward_and_backward_per_op(backend, op):
+    f = TAPE_OPS[op]
+    leaves = [backend.Value(x) for x in TAPE_DATA[0]]
+    root = f(backend, *leaves)
+    tape = backend.Tape(root)
+    assert tape.root is root or tape.root.data == root.data
+    seen = set()
+    for xs in TAPE_DATA[1:]:
+        for v, x in zip(leaves, xs):
+            v.data = x
+        tape.forward()
+        want, want_grads = _eager(backend, f, xs)
+        assert root.data.hex() == want, f"{op} forward at {xs}"
+        tape.zero_grad()
+        assert [v.grad for v in leaves] == [0.0] * 4
+        tape.backward()
+        assert [v.grad.hex() for v in leaves] == want_grads, f"{op} backward at {xs}"
+        seen.add(want)
+    assert len(seen) > 1  # the replays did compute something new
+
+
+@pytest.mark.parametrize(
+    "op, values, message",
+    [
+        ("sub", (1e308, -1e308), r"sub produced inf from operands \(a=1e\+?308, b=-1e\+?308\)$"),
+        ("div", (1.5, 0.0), r"div produced inf from operands \(a=1\.5, b=0\.0\)$"),
+        (
+            "pow",
+            (-8.0, 1 / 3),
+            r"pow produced nan from operands \(a=-8\.0, b=0\.3333333333333333\)$",
+        ),
+        (
+            "sum",
+            (1e308, 1e308),
+            r"sum produced inf from operands \(a=1e\+?308, b=1e\+?308, c=1e\+?308, d=0\.25\)$",
+        ),
+        (
+            "dot",
+            (1e200, 1e200),
+            r"dot produced inf from operands \(a=1e\+?200, b=1e\+?200, c=1e\+?200, ",
+        ),
+    ],
+)
+def test_tape_forward_under_detect_anomaly_names_op_and_operands(backend, op, values, message):
+    f = TAPE_OPS[op]
+    a, b = backend.Value(1.0, label="a"), backend.Value(2.0, label="b")
+    c, d = backend.Value(0.5, label="c"), backend.Value(0.25, label="d")
+    root = f(backend, a, b, c, d)
+    tape = backend.Tape(root)
+    a.data, b.data = values
+    c.data = values[0]
+    tape.forward()  # outside the block: IEEE results, no exception
+    assert not math.isfinite(root.data)
+    with scalargrad.detect_anomaly(), pytest.raises(FloatingPointError) as err:
+        tape.forward()
+    assert re.search(message, str(err.value)), str(err.value)
+    a.data, b.data, c.data = 1.0, 2.0, 0.5
+    with scalargrad.detect_anomaly():
+        tape.forward()  # finite again: no exception
+    assert math.isfinite(root.data)
+
+
+def test_tape_backward_under_detect_anomaly(backend):
+    # forward stays finite (0 ** 0.5 = 0), the gradient 0.5 * 0 ** -0.5 does not
+    a, b = backend.Value(4.0, label="a"), backend.Value(0.5, label="b")
+    tape = backend.Tape(a**b)
+    a.data = 0.0
+    with scalargrad.detect_anomaly():
+        tape.forward()
+    tape.zero_grad()
+    tape.backward()  # outside the block: IEEE results
+    assert a.grad == math.inf
+    tape.zero_grad()
+    with scalargrad.detect_anomaly(), pytest.raises(FloatingPointError, match="detect_anomaly"):
+        tape.backward()

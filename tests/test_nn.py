@@ -479,7 +479,7 @@ def test_corrupted_file_is_value_error_and_model_untouched(name, tmp_path, corru
 def test_malformed_file_with_valid_checksum_is_value_error(name, tmp_path, edit):
     """A file that passes the checksum but lacks what a model file holds (another
     writer's bug, a hand edit with the checksum recomputed): ``Module.load`` and
-    ``nn.load`` promise ``OSError`` or ``ValueError``."""
+    ``nn.load`` promise ``OSError`` or ``ValueError``, and leave the model as it was."""
     path = _saved(name, tmp_path)
     body = json.loads(path.read_text())
     edit(body)
@@ -568,3 +568,61 @@ def test_wrong_input_length_is_value_error(name):
         m([1.0, 2.0, 3.0])
     with pytest.raises(ValueError):
         Neuron(3, backend=name)([1.0])
+
+
+# ---- hidden layers of width 1 ------------------------------------------------------
+
+
+def test_hidden_layer_of_width_one_forward_and_backward(backend):
+    """A 1-neuron layer returns a bare Value (micrograd's final layer); as a hidden
+    layer its output still feeds the next layer, and the final layer's shape is kept."""
+    m = MLP(2, [1, 1], seed=0, backend=backend)
+    m.load_state_dict(
+        {
+            "layers.0.neurons.0.w.0": 0.5,
+            "layers.0.neurons.0.w.1": -1.0,
+            "layers.0.neurons.0.b": 0.25,
+            "layers.1.neurons.0.w.0": 2.0,
+            "layers.1.neurons.0.b": -1.0,
+        }
+    )
+    out = m([2.0, 0.5])
+    # h = relu(0.5*2 - 1*0.5 + 0.25) = 0.75; out = 2*h - 1
+    assert isinstance(out, backend.Value) and out.data == 0.5
+    out.backward()
+    grads = {k: p.grad for k, p in m.named_parameters()}
+    assert grads == {
+        "layers.0.neurons.0.w.0": 4.0,  # 2 * x0
+        "layers.0.neurons.0.w.1": 1.0,  # 2 * x1
+        "layers.0.neurons.0.b": 2.0,
+        "layers.1.neurons.0.w.0": 0.75,  # h
+        "layers.1.neurons.0.b": 1.0,
+    }
+    many = MLP(3, [4, 1, 2], seed=0, backend=backend)([1.0, -1.0, 0.5])
+    assert isinstance(many, list) and len(many) == 2
+    assert all(isinstance(v, backend.Value) for v in many)
+    one = MLP(3, [1, 1, 1], seed=0, backend=backend)([1.0, -1.0, 0.5])
+    assert isinstance(one, backend.Value)
+
+
+def test_hidden_layer_of_width_one_trains_with_fit(name):
+    from scalargrad.datasets import moons
+    from scalargrad.optim import SGD
+
+    X, y = moons(n_samples=40, noise=0.1, seed=0)
+    runs = []
+    for replay in (None, False):
+        m = MLP(2, [(4, "tanh"), (1, "tanh"), 1], seed=3, backend=name)
+        hist = scalargrad.fit(
+            m,
+            X,
+            y,
+            optimizer=SGD(m.parameters(), lr=0.1),
+            epochs=20,
+            progress=False,
+            replay=replay,
+        )
+        runs.append([v.hex() for v in hist.loss])
+        assert hist.loss[-1] < hist.loss[0]
+    # the replayed (default) and rebuilt graphs give the same bits
+    assert runs[0] == runs[1]

@@ -269,6 +269,16 @@ def test_clip_grad_norm(V):
     ps[0].grad, ps[1].grad = -6.0, 8.0
     assert clip_grad_norm(ps, 2.5) == 10.0
     assert [p.grad for p in ps] == pytest.approx([-1.5, 2.0], rel=1e-9)
+    # just above max_norm (max_norm < norm <= 2 * max_norm) is clipped too
+    ps[0].grad, ps[1].grad = 3.0, -4.0
+    assert clip_grad_norm(ps, 4.0) == 5.0
+    assert [p.grad for p in ps] == pytest.approx([2.4, -3.2], rel=1e-9)
+    ps[0].grad, ps[1].grad = 3.0, 4.0
+    assert clip_grad_norm(ps, 2.5) == 5.0  # norm == 2 * max_norm
+    assert [p.grad for p in ps] == pytest.approx([1.5, 2.0], rel=1e-9)
+    ps[0].grad, ps[1].grad = 3.0, 4.0
+    assert clip_grad_norm(ps, 5.0) == 5.0  # norm == max_norm: untouched
+    assert [p.grad for p in ps] == [3.0, 4.0]
 
 
 def test_clip_grad_value(V):

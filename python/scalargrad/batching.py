@@ -53,6 +53,18 @@ def count_correct(kind: Optional[str], outs: list, y: list) -> Optional[int]:
     return right
 
 
+def _count_rows(kind: Optional[str], out: Any, y: Any) -> Optional[int]:
+    """``count_correct`` over a batch's outputs as an array (a row per sample)."""
+    import numpy as np
+
+    if kind in _THRESHOLDS:
+        o, t = _THRESHOLDS[kind]
+        return int(np.count_nonzero((out[:, 0] > o) == (y > t)))
+    if kind in _CLASSIFIERS:
+        return int(np.count_nonzero(out.argmax(axis=1) == y))
+    return None
+
+
 def forward(model: Any, rows: Sequence[Sequence[float]]) -> list[Any]:
     """The model's outputs on ``rows``, as Values (lists of Values for
     multi-output models)."""
@@ -118,10 +130,9 @@ class Batches:
         self.replay = bool(replay)
         self._tape: Any = None  # full-batch: the graph recorded on the first run
         self._outs: list[Any] = []
-        self._sized: Optional[_SizedTapes] = None
-        if self.replay and not self.full_batch and n and self.params:
-            assert kind is not None
-            self._sized = _SizedTapes(model, kind, l2, rows, targets)
+        self._lanes: Optional[_Lanes] = None
+        if self.replay and kind in losses._TERMS and n and self.params:
+            self._lanes = _Lanes(model, kind, l2, rows, targets)
 
     def run(self, idx: list[int]) -> tuple[float, Optional[int]]:
         """Forward and backward on the samples ``idx`` (gradients of the model's
@@ -131,8 +142,8 @@ class Batches:
             # Same graph as last time: re-run it on the updated parameters.
             value = self._tape.run()
             return value, count_correct(self.kind, self._outs, self.targets)
-        if self._sized is not None:
-            return self._sized.run(idx)
+        if self._lanes is not None:
+            return self._lanes.run(idx)
         bx = [self.rows[i] for i in idx]
         by = [self.targets[i] for i in idx]
         loss, outs, correct = loss_on(self.model, self.loss_fn, self.kind, bx, by, self.l2)
@@ -145,37 +156,43 @@ class Batches:
         return loss.data, correct
 
 
-class _SizedTapes:
-    """Mini-batch replay: per batch size, one graph recorded with the inputs and
-    the targets' numbers as leaves; each batch sets those leaves in bulk and
-    re-runs the graph. Same bits as building the batch's loss from scratch."""
+class _Lanes:
+    """Batched lanes (``BatchTape``): the model and one sample's loss term recorded
+    once, with the features and the target's numbers as inputs; every batch, full
+    or mini, of any size, runs as lanes (one value per sample per node) in one call
+    into the backend, with the L2 penalty's ``Tape`` run beside it. The loss and
+    the outputs are bit-identical to rebuilding the batch's graph; the parameters'
+    gradients are added in the order ``BatchTape`` documents."""
 
     def __init__(self, model: Any, kind: str, l2: float, rows: list, targets: list) -> None:
-        self.model, self.kind, self.l2 = model, kind, l2
-        self.rows, self.targets = rows, targets
-        code, self.term = losses._TERMS[kind]
-        self.codes = [code(t) for t in targets]
-        self.graphs: dict[int, tuple] = {}
+        import numpy as np
 
-    def run(self, idx: list[int]) -> tuple[float, Optional[int]]:
-        x = [v for i in idx for v in self.rows[i]]
-        c = [self.codes[i] for i in idx]
-        graph = self.graphs.get(len(idx))
-        if graph is None:
-            graph = self.graphs[len(idx)] = self._record(idx)
-        B, xs, cs, outs, tape = graph
-        B.set_data(xs, x)
-        B.set_data(cs, c)
-        value = tape.run()
-        return value, count_correct(self.kind, outs, [self.targets[i] for i in idx])
+        from scalargrad.batch import BatchTape
 
-    def _record(self, idx: list[int]) -> tuple:
-        params = self.model.parameters()
+        code, term = losses._TERMS[kind]
+        params = model.parameters()
         B = _backend.module_of(params[:1])
-        xs = [[B.Value(float(v)) for v in self.rows[i]] for i in idx]
-        cs = [B.Value(self.codes[i]) for i in idx]
-        outs = [self.model(x) for x in xs]
-        loss = losses._mean([self.term(o, t) for o, t in zip(outs, cs)])
-        if self.l2:
-            loss = loss + losses.l2(params, self.l2)
-        return B, [v for x in xs for v in x], cs, outs, B.Tape(loss)
+        codes = np.array([code(t) for t in targets], dtype=float).reshape(len(rows), -1)
+        x = [B.Value(0.0) for _ in rows[0]]
+        c = [B.Value(0.0) for _ in range(codes.shape[1])]
+        out = model(x)
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        self.tape = BatchTape(term(out, c if len(c) > 1 else c[0]), [*x, *c], outs)
+        self.data = np.ascontiguousarray(np.column_stack([np.array(rows, dtype=float), codes]))
+        self.l2 = B.Tape(losses.l2(params, l2)) if l2 else None
+        self.group = _backend.param_group(params)
+        self.params, self.kind = params, kind
+        self.y = np.array(targets, dtype=float)
+
+    def run(self, idx: Any) -> tuple[float, Optional[int]]:
+        if self.l2 is not None:
+            penalty = self.l2.run()  # sets every parameter's gradient to the penalty's
+        elif self.group is not None:
+            self.group.zero_grad()
+        else:
+            for p in self.params:
+                p.grad = 0.0
+        value = self.tape.run(self.data[idx])
+        if self.l2 is not None:
+            value = value + penalty
+        return value, _count_rows(self.kind, self.tape.outputs, self.y[idx])

@@ -396,9 +396,13 @@ class MLP(Module):
         ]
 
     def __call__(self, x: Sequence[Input]) -> Output:
+        """The output for one sample: a Value when the last layer has one neuron
+        (as micrograd's), else a list of Values. Hidden layers may have one neuron."""
         out: Any = _inputs("MLP", x, self.layers[0].nin)
         for layer in self.layers:
-            out = layer(out)
+            # A 1-neuron layer returns a bare Value (micrograd's final layer does);
+            # the next layer takes a list, so a hidden layer of width 1 passes [out].
+            out = layer(out if isinstance(out, list) else [out])
         return out  # type: ignore[no-any-return]
 
     @property

@@ -27,14 +27,23 @@ def _reduce(c: list[float]) -> float:
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 
 
-def _first_sum(xs: list[float]) -> float:
-    """``((x1 + x2) + x3) + ...``, 0.0 when empty (the op table's sum)."""
-    if not xs:
-        return 0.0
-    out = xs[0]
-    for x in xs[1:]:
-        out = out + x
-    return out
+def _forward(op: R.Op, xs: list[float], c: tuple) -> float:
+    """``op``'s forward from the reference's op table, on operand values ``xs``."""
+    if op.arity == R.BINARY:
+        return op.forward(xs[0], xs[1])
+    if op.arity == R.UNARY:
+        return op.forward(xs[0], c)
+    return op.forward(xs)
+
+
+def _contributions(op: R.Op, g: float, xs: list[float], out: float, c: tuple) -> list:
+    """``op``'s derivative from the reference's op table, as ``(operand, contribution)``
+    pairs in the order they are added (the order of the reference's sweep)."""
+    if op.arity == R.BINARY:
+        return list(enumerate(op.grad(g, xs[0], xs[1], out)))
+    if op.arity == R.UNARY:
+        return [(0, op.grad(g, xs[0], out, c))]
+    return op.grad(g, xs, out)
 
 
 class LaneTape:
@@ -75,11 +84,11 @@ class LaneTape:
             args = tuple(slot[id(p)] for p in v._prev)
             if any(lane for lane, _ in args):
                 slot[id(v)] = (True, n_lane)
-                self._code.append((v._kind, n_lane, args, v._c))
+                self._code.append((v._row, n_lane, args, v._c))
                 n_lane += 1
             else:
                 slot[id(v)] = (False, n_shared)
-                self._shared_code.append((v._kind, n_shared, args, v._c))
+                self._shared_code.append((v._row, n_shared, args, v._c))
                 n_shared += 1
         self._root = slot[id(root)]
         outs = []
@@ -122,7 +131,7 @@ class LaneTape:
             out.reshape(-1)[:] = values
         if seed is not None:
             self._add_grads(shared, partials)
-        return _first_sum(roots)
+        return R._sum(roots)
 
     # -- the steps of rust/lanes.rs --
 
@@ -130,8 +139,8 @@ class LaneTape:
         v = [0.0] * self._n_shared
         for node, s in self._shared_leaves:
             v[s] = node._data
-        for kind, o, args, c in self._shared_code:
-            v[o] = _FORWARD[kind]([v[s] for _, s in args], c)
+        for op, o, args, c in self._shared_code:
+            v[o] = _forward(op, [v[s] for _, s in args], c)
         return v
 
     @staticmethod
@@ -140,10 +149,10 @@ class LaneTape:
 
     def _forward(self, vals: list, shared: list[float], n: int) -> None:
         at = self._at(vals, shared, n)
-        for kind, o, args, c in self._code:
+        for op, o, args, c in self._code:
             cols = [at(s) for s in args]
             assert len(vals) == o
-            vals.append([_FORWARD[kind](list(row), c) for row in zip(*cols)] if cols else [0.0] * n)
+            vals.append([_forward(op, list(row), c) for row in zip(*cols)] if cols else [0.0] * n)
 
     def _backward(self, vals: list, shared: list[float], n: int, seed: float) -> list[float]:
         at = self._at(vals, shared, n)
@@ -162,24 +171,12 @@ class LaneTape:
             grads[self._root[1]] = [seed] * n
         else:
             send(self._root, [seed] * n)
-        for kind, o, args, c in reversed(self._code):
+        for op, o, args, c in reversed(self._code):
             g, out = grads[o], vals[o]
             cols = [at(s) for s in args]
-            if kind == "sum":
-                for s in args:
-                    send(s, g)
-            elif kind == "dot":
-                m = len(args) // 2
-                for k in range(m):
-                    w, x = cols[k], cols[m + k]
-                    send(args[k], [g[r] * x[r] for r in range(n)])
-                    send(args[m + k], [g[r] * w[r] for r in range(n)])
-            else:
-                contrib = [
-                    _BACKWARD[kind](g[r], [col[r] for col in cols], out[r], c) for r in range(n)
-                ]
-                for k, s in enumerate(args):
-                    send(s, [cr[k] for cr in contrib])
+            rows = [_contributions(op, g[r], [col[r] for col in cols], out[r], c) for r in range(n)]
+            for j, (k, _) in enumerate(rows[0]):  # the same operands, in the same order, per row
+                send(args[k], [row[j][1] for row in rows])
         return partial
 
     def _add_grads(self, shared: list[float], partials: list[list[float]]) -> None:
@@ -187,72 +184,9 @@ class LaneTape:
         for p in partials:
             for s in range(self._n_shared):
                 total[s] += p[s]
-        for kind, o, args, c in reversed(self._shared_code):
-            g, out = total[o], shared[o]
+        for op, o, args, c in reversed(self._shared_code):
             xs = [shared[s] for _, s in args]
-            if kind == "sum":
-                for _, s in args:
-                    total[s] += g
-            elif kind == "dot":
-                m = len(args) // 2
-                for k in range(m):
-                    w, x = args[k][1], args[m + k][1]
-                    total[w] += g * shared[x]
-                    total[x] += g * shared[w]
-            else:
-                for (_, s), gs in zip(args, _BACKWARD[kind](g, xs, out, c)):
-                    total[s] += gs
+            for k, gk in _contributions(op, total[o], xs, shared[o], c):
+                total[args[k][1]] += gk
         for node, s in self._shared_leaves:
             node._grad += total[s]
-
-
-def _dot(xs: list[float], c: tuple) -> float:
-    m = len(xs) // 2
-    if m == 0:
-        return 0.0
-    out = xs[0] * xs[m]
-    for k in range(1, m):
-        out = out + xs[k] * xs[m + k]
-    return out
-
-
-_FORWARD = {
-    "add": lambda a, c: a[0] + a[1],
-    "sub": lambda a, c: a[0] - a[1],
-    "mul": lambda a, c: a[0] * a[1],
-    "div": lambda a, c: R._div(a[0], a[1]),
-    "neg": lambda a, c: -a[0],
-    "pow_const": lambda a, c: R._pow(a[0], c[0]),
-    "rpow_const": lambda a, c: R._pow(c[0], a[0]),
-    "pow": lambda a, c: R._pow(a[0], a[1]),
-    "exp": lambda a, c: R._exp(a[0]),
-    "log": lambda a, c: R._log(a[0]),
-    "tanh": lambda a, c: R.math.tanh(a[0]),
-    "sigmoid": lambda a, c: 1.0 / (1.0 + R._exp(-a[0])),
-    "relu": lambda a, c: R._relu(a[0]),
-    "abs": lambda a, c: R.math.fabs(a[0]),
-    "clamp": lambda a, c: min(max(a[0], c[0]), c[1]),
-    "sum": lambda a, c: _first_sum(a),
-    "dot": _dot,
-}
-
-_BACKWARD = {
-    "add": lambda g, a, out, c: (g, g),
-    "sub": lambda g, a, out, c: (g, -g),
-    "mul": lambda g, a, out, c: (g * a[1], g * a[0]),
-    "div": lambda g, a, out, c: (R._div(g, a[1]), R._div(-g * out, a[1])),
-    "neg": lambda g, a, out, c: (-g,),
-    "pow_const": lambda g, a, out, c: (g * (c[0] * R._pow(a[0], c[0] - 1.0)),),
-    "rpow_const": lambda g, a, out, c: (g * (out * R._log(c[0])),),
-    "pow": lambda g, a, out, c: (
-        g * (a[1] * R._pow(a[0], a[1] - 1.0)),
-        g * (out * R._log(a[0])),
-    ),
-    "exp": lambda g, a, out, c: (g * out,),
-    "log": lambda g, a, out, c: (R._div(g, a[0]),),
-    "tanh": lambda g, a, out, c: (g * (1.0 - out * out),),
-    "sigmoid": lambda g, a, out, c: (g * (out * (1.0 - out)),),
-    "relu": lambda g, a, out, c: (g * (1.0 if out > 0.0 else 0.0),),
-    "abs": lambda g, a, out, c: (g * R._sign(a[0]),),
-    "clamp": lambda g, a, out, c: (g * (1.0 if c[0] <= a[0] <= c[1] else 0.0),),
-}
