@@ -8,7 +8,7 @@
 
 use super::value::Value;
 use crate::arena::Operand;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 
@@ -22,11 +22,12 @@ enum Read<'a, 'py> {
     OtherBackend,
     /// Strings, sequences, None, and objects that do not convert to float.
     NotNumber,
+    /// An object whose `__float__` (or `__index__`) raised: its error.
+    Failed(PyErr),
 }
 
 /// Sorts `x`. An int too large for a float is a ValueError naming `op`, as
-/// `float(10**400)` is; an object whose `__float__` raises passes its own error
-/// on.
+/// `float(10**400)` is; an object whose `__float__` raises is `Failed`.
 #[inline]
 fn read<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Read<'a, 'py>> {
     if let Ok(v) = x.cast_exact::<Value>() {
@@ -50,7 +51,7 @@ fn read<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Read<'a, 'py>> 
     match x.extract::<f64>() {
         Ok(v) => Ok(Read::Num(v)),
         // A type that claims to convert and fails: its own error, as `float(x)` gives.
-        Err(e) if converts(x) => Err(e),
+        Err(e) if converts(x) => Ok(Read::Failed(e)),
         Err(_) => Ok(Read::NotNumber),
     }
 }
@@ -147,7 +148,16 @@ pub(super) fn operator_arg<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyRes
             )))
         }
         Read::NotNumber => Ok(Arg::Other),
+        // NumPy arrays of many numbers refuse `float()`: NumPy takes over.
+        Read::Failed(e) if refusal(x.py(), &e) => Ok(Arg::Other),
+        Read::Failed(e) => Err(e),
     }
+}
+
+/// Whether `e` is how `float(x)` says no (TypeError or ValueError), as opposed to
+/// some other failure of the user's code, which passes through.
+fn refusal(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PyTypeError>(py) || e.is_instance_of::<PyValueError>(py)
 }
 
 /// The number parameter `what` of `op` (`Value(data)`, `clamp`'s bounds, ...).
@@ -161,6 +171,7 @@ pub(super) fn number_arg(op: &str, what: &str, x: &Bound<'_, PyAny>) -> PyResult
             "{op}: {what} must be a number, got {}",
             type_name(x)
         ))),
+        Read::Failed(e) => Err(e),
     }
 }
 
@@ -178,6 +189,7 @@ pub(super) fn element_arg<'a, 'py>(
             "{op}: element {i} must be a Value or a number, got {}",
             type_name(x)
         ))),
+        Read::Failed(e) => Err(e),
     }
 }
 
@@ -189,6 +201,8 @@ pub(super) fn compared(py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Option<
         Read::Num(y) => Some(y),
         Read::OtherBackend => Some(x.extract::<f64>()?),
         Read::NotNumber => None,
+        Read::Failed(e) if refusal(py, &e) || e.is_instance_of::<PyOverflowError>(py) => None,
+        Read::Failed(e) => return Err(e),
     })
 }
 
