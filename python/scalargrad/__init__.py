@@ -90,9 +90,10 @@ def get_grad(values: Iterable[Value]) -> Any:
 
 def set_data(values: Iterable[Value], data: Any) -> None:
     """Sets the ``data`` of many Values from an array or sequence of numbers (same
-    length), in one call into the backend; nothing changes if the lengths differ."""
+    length), in one call into the backend; nothing changes if the lengths differ or
+    an element is not a number."""
     values = list(values)
-    data = data.tolist() if hasattr(data, "tolist") else [float(x) for x in data]
+    data = data.tolist() if hasattr(data, "tolist") else list(data)
     module_of(values).set_data(values, data)
 
 
