@@ -445,6 +445,17 @@ impl Arena {
         self.nary(Op::Sum, xs, out)
     }
 
+    /// Builds `logsumexp(xs)`: one node whatever the count.
+    pub fn logsumexp(&mut self, xs: &[Operand]) -> Result<NodeId, ArenaError> {
+        let out = self.peek_logsumexp(xs);
+        self.nary(Op::LogSumExp, xs, out)
+    }
+
+    /// The value `logsumexp(xs)` would have, without building it.
+    pub fn peek_logsumexp(&self, xs: &[Operand]) -> f64 {
+        ops::logsumexp(xs.iter().map(|&x| self.value_of(x)))
+    }
+
     /// Builds `dot(ws, xs)`; operands are stored as `w1..wn, x1..xn`.
     pub fn dot(&mut self, ws: &[Operand], xs: &[Operand]) -> Result<NodeId, ArenaError> {
         assert_eq!(ws.len(), xs.len(), "dot: operands of unequal length");
@@ -676,7 +687,7 @@ impl Arena {
             let op = self.op[i];
             match op {
                 Op::Leaf => {}
-                Op::Sum | Op::Dot => {
+                op if op.is_nary() => {
                     let slot = self.a[i] as usize;
                     let ids = std::mem::take(&mut self.edges[slot]);
                     for &k in &ids {

@@ -217,8 +217,9 @@ pub fn backprop(ar: &mut Arena, id: NodeId) {
         Op::Mul => backprop_binary(ar, i, Op::Mul, g, out),
         Op::Div => backprop_binary(ar, i, Op::Div, g, out),
         Op::Pow => backprop_binary(ar, i, Op::Pow, g, out),
-        Op::Sum => backprop_nary(ar, i, Op::Sum, g),
-        Op::Dot => backprop_nary(ar, i, Op::Dot, g),
+        Op::Sum => backprop_nary(ar, i, Op::Sum, g, out),
+        Op::Dot => backprop_nary(ar, i, Op::Dot, g, out),
+        Op::LogSumExp => backprop_nary(ar, i, Op::LogSumExp, g, out),
         _ => {
             let a = ar.a[i] as usize;
             let c = if op.has_consts() {
@@ -232,11 +233,11 @@ pub fn backprop(ar: &mut Arena, id: NodeId) {
 }
 
 #[inline(always)]
-fn backprop_nary(ar: &mut Arena, i: usize, op: Op, g: f64) {
+fn backprop_nary(ar: &mut Arena, i: usize, op: Op, g: f64, out: f64) {
     let Arena {
         edges, grad, data, ..
     } = ar;
-    ops::nary_grad(op, g, &edges[ar.a[i] as usize], data, grad);
+    ops::nary_grad(op, g, out, &edges[ar.a[i] as usize], data, grad);
 }
 
 #[inline(always)]

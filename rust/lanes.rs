@@ -451,7 +451,7 @@ impl LaneTape {
             let args = &self.shared_args[ins.lo as usize..ins.hi as usize];
             let (g, out) = (total[ins.out as usize], shared[ins.out as usize]);
             match ins.op {
-                op if op.is_nary() => ops::nary_grad(op, g, args, shared, &mut total),
+                op if op.is_nary() => ops::nary_grad(op, g, out, args, shared, &mut total),
                 op if op.is_binary() => {
                     let (a, b) = (args[0] as usize, args[1] as usize);
                     let (ga, gb) = ops::binary_grad(op, g, shared[a], shared[b], out);
@@ -655,7 +655,9 @@ macro_rules! each_op {
             Op::Relu => $m!(Op::Relu),
             Op::Abs => $m!(Op::Abs),
             Op::Clamp => $m!(Op::Clamp),
-            Op::Sum | Op::Dot | Op::Leaf | Op::Free => unreachable!("not elementwise"),
+            Op::Sum | Op::Dot | Op::LogSumExp | Op::Leaf | Op::Free => {
+                unreachable!("not elementwise")
+            }
         }
     };
 }
@@ -674,6 +676,16 @@ fn forward<'a>(ins: &Instr, args: &[Src], get: impl Fn(Src) -> In<'a>, o: &mut [
                     (_, In::L(a)) => o.iter_mut().zip(a).for_each(|(o, &a)| *o += a),
                     (_, In::S(a)) => o.iter_mut().for_each(|o| *o += a),
                 }
+            }
+        }
+        Op::LogSumExp => {
+            let cols: Vec<In<'a>> = args.iter().map(|&s| get(s)).collect();
+            let at = |v: &In<'_>, l: usize| match v {
+                In::L(v) => v[l],
+                In::S(v) => *v,
+            };
+            for (l, o) in o.iter_mut().enumerate() {
+                *o = ops::logsumexp(cols.iter().map(|c| at(c, l)));
             }
         }
         Op::Dot => {
@@ -897,6 +909,15 @@ impl Back<'_> {
                     self.send(s, glo, partial, |l| g[l]);
                 }
             }
+            Op::LogSumExp => {
+                let out = self.out;
+                for &s in args {
+                    let x = self.value(s);
+                    self.send(s, glo, partial, |l| {
+                        ops::logsumexp_grad(g[l], at(x, l), out[l])
+                    });
+                }
+            }
             Op::Dot => {
                 let (ws, xs) = ops::split_dot(args);
                 for (&w, &x) in ws.iter().zip(xs) {
@@ -1043,6 +1064,7 @@ mod tests {
             .collect();
         match ar.op(id) {
             Op::Sum => ops::sum(args.into_iter()),
+            Op::LogSumExp => ops::logsumexp(args.into_iter()),
             Op::Dot => {
                 let (ws, xs) = ops::split_dot(&args);
                 ops::dot(ws.iter().copied().zip(xs.iter().copied()))

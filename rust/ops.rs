@@ -34,12 +34,14 @@ pub enum Op {
     Sum,
     /// n-ary `((w1*x1 + w2*x2) + w3*x3) + ...`; operands are `w1..wn, x1..xn`.
     Dot,
+    /// n-ary `m + ln(((exp(x1 - m) + exp(x2 - m)) + ...))`, `m` the largest `xi`.
+    LogSumExp,
     /// A slot on the free list (never seen by users).
     Free,
 }
 
 /// Every op users can build, in table order. Both backends export this list.
-pub const ALL: [Op; 18] = [
+pub const ALL: [Op; 19] = [
     Op::Leaf,
     Op::Add,
     Op::Sub,
@@ -58,6 +60,7 @@ pub const ALL: [Op; 18] = [
     Op::Clamp,
     Op::Sum,
     Op::Dot,
+    Op::LogSumExp,
 ];
 
 impl Op {
@@ -82,6 +85,7 @@ impl Op {
             Op::Clamp => "clamp",
             Op::Sum => "sum",
             Op::Dot => "dot",
+            Op::LogSumExp => "logsumexp",
             Op::Free => "free",
         }
     }
@@ -105,6 +109,7 @@ impl Op {
             Op::Clamp => "clamp",
             Op::Sum => "sum",
             Op::Dot => "dot",
+            Op::LogSumExp => "logsumexp",
         }
     }
 
@@ -113,7 +118,7 @@ impl Op {
     }
 
     pub fn is_nary(self) -> bool {
-        matches!(self, Op::Sum | Op::Dot)
+        matches!(self, Op::Sum | Op::Dot | Op::LogSumExp)
     }
 
     /// Ops that carry number constants in the arena's constant table.
@@ -205,6 +210,31 @@ pub fn dot(pairs: impl Iterator<Item = (f64, f64)>) -> f64 {
     }
 }
 
+/// Forward of `logsumexp`: `m + ln(((exp(x1 - m) + exp(x2 - m)) + ...))` with `m`
+/// the largest `xi`, taken in order (`m = x1`, then each later `xi > m` replaces it).
+/// Where that formula has no answer it is defined as the limit: any NaN gives NaN;
+/// otherwise `m = +inf` gives `+inf` and all `-inf` (or no operands) give `-inf`.
+#[inline]
+pub fn logsumexp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
+    let mut it = xs.clone();
+    let Some(mut m) = it.next() else {
+        return f64::NEG_INFINITY;
+    };
+    for x in it {
+        if x > m {
+            m = x;
+        }
+    }
+    if m.is_infinite() {
+        return if xs.clone().any(f64::is_nan) {
+            f64::NAN
+        } else {
+            m
+        };
+    }
+    m + sum(xs.map(|x| (x - m).exp())).ln()
+}
+
 /// The operands of a `dot` node, stored `w1..wn, x1..xn`, as `(ws, xs)`.
 #[inline(always)]
 pub fn split_dot<T>(operands: &[T]) -> (&[T], &[T]) {
@@ -216,6 +246,7 @@ pub fn split_dot<T>(operands: &[T]) -> (&[T], &[T]) {
 pub fn nary(op: Op, operands: &[u32], data: &[f64]) -> f64 {
     match op {
         Op::Sum => sum(operands.iter().map(|&x| data[x as usize])),
+        Op::LogSumExp => logsumexp(operands.iter().map(|&x| data[x as usize])),
         Op::Dot => {
             let (ws, xs) = split_dot(operands);
             dot(ws
@@ -264,15 +295,21 @@ pub fn unary_grad(op: Op, g: f64, a: f64, out: f64, c: [f64; 2]) -> f64 {
     }
 }
 
-/// Backward of an n-ary op: adds its contributions, given the output gradient `g`,
-/// to the `grad` of its operands' slots (values read from `data`).
+/// Backward of an n-ary op: adds its contributions, given the output gradient `g`
+/// and the output `out`, to the `grad` of its operands' slots (values read from `data`).
 #[inline(always)]
-pub fn nary_grad(op: Op, g: f64, operands: &[u32], data: &[f64], grad: &mut [f64]) {
+pub fn nary_grad(op: Op, g: f64, out: f64, operands: &[u32], data: &[f64], grad: &mut [f64]) {
     match op {
         // d/dxk sum = 1
         Op::Sum => {
             for &x in operands {
                 grad[x as usize] += g;
+            }
+        }
+        // d/dxk logsumexp = exp(xk - out), softmax's k-th output
+        Op::LogSumExp => {
+            for &x in operands {
+                grad[x as usize] += logsumexp_grad(g, data[x as usize], out);
             }
         }
         // d/dwk dot = xk, d/dxk dot = wk
@@ -286,6 +323,12 @@ pub fn nary_grad(op: Op, g: f64, operands: &[u32], data: &[f64], grad: &mut [f64
         }
         _ => unreachable!("{op:?} is not n-ary"),
     }
+}
+
+/// The contribution of `logsumexp` to an operand of value `x`.
+#[inline(always)]
+pub fn logsumexp_grad(g: f64, x: f64, out: f64) -> f64 {
+    g * (x - out).exp()
 }
 
 /// sign(a) with sign(0) = 0 and sign(NaN) = NaN.
@@ -346,6 +389,25 @@ mod tests {
         assert_eq!(unary(Op::Clamp, 5.0, [-1.0, 1.0]), 1.0);
         assert_eq!(unary(Op::Clamp, -5.0, [-1.0, 1.0]), -1.0);
         assert_eq!(unary(Op::Relu, -2.0, [0.0; 2]), 0.0);
+    }
+
+    #[test]
+    fn logsumexp_edges() {
+        let lse = |xs: &[f64]| logsumexp(xs.iter().copied());
+        let inf = f64::INFINITY;
+        assert_eq!(lse(&[]), -inf);
+        assert_eq!(lse(&[-inf, -inf]), -inf);
+        assert_eq!(lse(&[1.0, inf, 2.0]), inf);
+        assert!(lse(&[inf, f64::NAN]).is_nan());
+        assert!(lse(&[f64::NAN, 1.0]).is_nan());
+        assert!(lse(&[1.0, f64::NAN]).is_nan());
+        assert_eq!(lse(&[1000.0, 1000.0]), 1000.0 + 2f64.ln());
+        let (a, b) = (0.3f64, -1.2f64);
+        let m = a.max(b);
+        assert_eq!(
+            lse(&[a, b]).to_bits(),
+            (m + ((a - m).exp() + (b - m).exp()).ln()).to_bits()
+        );
     }
 
     #[test]

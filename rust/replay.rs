@@ -135,7 +135,7 @@ impl Compiled {
                     leaves.push(k as u32);
                     continue;
                 }
-                Op::Sum | Op::Dot => {
+                _ if op.is_nary() => {
                     let start = args.len() as u32;
                     args.extend((0..ar.n_operands(id)).map(|j| slot[&ar.operand(id, j)]));
                     (start, args.len() as u32)
@@ -177,6 +177,7 @@ impl Compiled {
             data[ins.out as usize] = match ins.op {
                 Op::Sum => ops::nary(Op::Sum, &self.args[a..b], &data),
                 Op::Dot => ops::nary(Op::Dot, &self.args[a..b], &data),
+                Op::LogSumExp => ops::nary(Op::LogSumExp, &self.args[a..b], &data),
                 op if op.is_binary() => ops::binary(op, data[a], data[b]),
                 op => ops::unary(op, data[a], ins.c),
             };
@@ -187,8 +188,9 @@ impl Compiled {
             let (a, b) = (ins.a as usize, ins.b as usize);
             let (g, out) = (grad[ins.out as usize], data[ins.out as usize]);
             match ins.op {
-                Op::Sum => ops::nary_grad(Op::Sum, g, &self.args[a..b], &data, &mut grad),
-                Op::Dot => ops::nary_grad(Op::Dot, g, &self.args[a..b], &data, &mut grad),
+                op if op.is_nary() => {
+                    ops::nary_grad(op, g, out, &self.args[a..b], &data, &mut grad)
+                }
                 op if op.is_binary() => {
                     let (ga, gb) = ops::binary_grad(op, g, data[a], data[b], out);
                     grad[a] += ga;
@@ -214,7 +216,7 @@ pub fn recompute(ar: &mut Arena, id: NodeId) {
         Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => {
             ops::binary(op, ar.data[ar.a[i] as usize], ar.data[ar.b[i] as usize])
         }
-        Op::Sum | Op::Dot => ops::nary(op, &ar.edges[ar.a[i] as usize], &ar.data),
+        _ if op.is_nary() => ops::nary(op, &ar.edges[ar.a[i] as usize], &ar.data),
         _ => ops::unary(op, ar.data[ar.a[i] as usize], ar.consts(id)),
     };
     ar.data[i] = out;

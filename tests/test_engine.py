@@ -118,6 +118,7 @@ _ONE_OF_EACH_OP = [
     ("clamp", lambda m, a, b: a.clamp(0, 1)),
     ("sum", lambda m, a, b: m.sum([a, b])),
     ("dot", lambda m, a, b: m.dot([a], [b])),
+    ("logsumexp", lambda m, a, b: m.logsumexp([a, b])),
 ]
 
 

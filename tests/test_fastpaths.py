@@ -166,7 +166,7 @@ class _Net(MLP):
         ("mse", MLP, True),
         ("bce_with_logits", MLP, True),
         ("binary_cross_entropy", MLP, True),
-        ("softmax_cross_entropy", MLP, False),
+        ("softmax_cross_entropy", MLP, True),
         ("hinge", _Net, False),
     ],
 )

@@ -622,7 +622,9 @@ def test_hidden_layer_of_width_one_trains_with_fit(name):
             progress=False,
             replay=replay,
         )
-        runs.append([v.hex() for v in hist.loss])
+        runs.append(hist.loss)
         assert hist.loss[-1] < hist.loss[0]
-    # the replayed (default) and rebuilt graphs give the same bits
-    assert runs[0] == runs[1]
+    # batched lanes (the default) and rebuilt graphs: the same first loss, then the
+    # same up to the gradients' summation order
+    assert runs[0][0] == runs[1][0]
+    assert runs[0] == pytest.approx(runs[1], rel=1e-9)

@@ -542,10 +542,6 @@ def test_bce_with_logits_and_callable_loss(name):
         ({"epochs": -1}, "epochs"),
         ({"batch_size": 0}, "batch_size"),
         ({"X": [], "y": []}, "empty"),
-        (
-            {"replay": True, "batch_size": 1, "loss": "softmax_cross_entropy", "nout": 2},
-            "mini-batches",
-        ),
         ({"replay": True, "batch_size": 1, "loss": losses.mse}, "mini-batches"),
     ],
 )

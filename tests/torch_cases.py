@@ -80,6 +80,7 @@ for n, xs in (
     _case("sum", f"n={n}", xs)(lambda E, *x: E.sum(x))
     ws = tuple(0.5 - 0.25 * i for i in range(n))
     _case("dot", f"n={n}", ws + xs)(lambda E, *x, n=n: E.dot(x[:n], x[n:]))
+    _case("logsumexp", f"n={n}", xs)(lambda E, *x: E.logsumexp(x))
 
 
 # ---- micrograd's test expressions ---------------------------------------------------
@@ -132,6 +133,10 @@ def torch_engine(torch: Any) -> Any:
         @staticmethod
         def dot(ws: Any, xs: Any) -> Any:
             return torch.dot(torch.stack(list(ws)), torch.stack(list(xs)))
+
+        @staticmethod
+        def logsumexp(xs: Any) -> Any:
+            return torch.logsumexp(torch.stack(list(xs)), dim=0)
 
     return TorchEngine
 

@@ -25,7 +25,15 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from scalargrad import _core, reference
-from scalargrad._backend import BACKENDS, backend, backend_module, dot, module_of, sum
+from scalargrad._backend import (
+    BACKENDS,
+    backend,
+    backend_module,
+    dot,
+    logsumexp,
+    module_of,
+    sum,
+)
 from scalargrad.batch import BatchTape, get_num_threads, set_num_threads
 from scalargrad.losses import softmax
 from scalargrad.train import History, evaluate, fit, predict
@@ -55,6 +63,7 @@ __all__ = [
     "get_data",
     "get_grad",
     "get_num_threads",
+    "logsumexp",
     "predict",
     "set_data",
     "set_num_threads",

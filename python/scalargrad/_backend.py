@@ -94,6 +94,19 @@ def sum(values: Iterable[Any], start: Any = None) -> Value:  # noqa: A001 (mirro
     return module_of(head + values).sum(values, start)  # type: ignore[no-any-return]
 
 
+def logsumexp(values: Iterable[Any]) -> Value:
+    """One n-ary node ``log(exp(x1) + exp(x2) + ...)``, computed stably as
+    ``m + log(exp(x1 - m) + exp(x2 - m) + ...)`` with ``m`` the largest value; its
+    gradient to each operand is that operand's softmax. Any NaN gives NaN; otherwise a
+    ``+inf`` operand gives ``+inf``, and all ``-inf`` (or none) give ``-inf``.
+
+    >>> round(logsumexp([Value(1.0), Value(2.0), 3.0]).data, 6)
+    3.407606
+    """
+    values = list(values)
+    return module_of(values).logsumexp(values)  # type: ignore[no-any-return]
+
+
 def dot(ws: Iterable[Any], xs: Iterable[Any]) -> Value:
     """One n-ary node ``((w1*x1 + w2*x2) + w3*x3) + ...``, on the backend of the
     Values given; its operands are ``w1..wn, x1..xn``.

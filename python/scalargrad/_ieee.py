@@ -60,3 +60,21 @@ def sign(a: float) -> float:
     if a == 0.0:
         return 0.0
     return _NAN
+
+
+def logsumexp(xs: list[float]) -> float:
+    """``m + ln(((exp(x1 - m) + exp(x2 - m)) + ...))`` with ``m`` the largest ``xi``
+    taken in order (``rust/ops.rs``); where that has no answer, its limit: any NaN
+    gives NaN, else ``m = +-inf`` gives ``m``, and no operands give ``-inf``."""
+    if not xs:
+        return -_INF
+    m = xs[0]
+    for x in xs[1:]:
+        if x > m:
+            m = x
+    if math.isinf(m):
+        return _NAN if any(x != x for x in xs) else m
+    s = exp(xs[0] - m)
+    for x in xs[1:]:
+        s = s + exp(x - m)
+    return m + log(s)

@@ -75,6 +75,8 @@ class BatchTape:
         self.root = root
         #: The outputs of the last ``run`` or ``forward``, one row per sample.
         self.outputs: Optional[np.ndarray] = None
+        #: The mean of the root over the rows of the last ``run`` or ``forward``.
+        self.value: Optional[float] = None
 
     @property
     def n_inputs(self) -> int:
@@ -118,6 +120,7 @@ class BatchTape:
         # The seed is what `sum(terms) * scale` sends each term: 1.0 * scale.
         total = self._tape.run(x, 1.0 * scale, out)
         self.outputs = out
+        self.value = total * (1.0 / n)
         return total * scale if reduction == "mean" else total
 
     def forward(self, X: Any) -> np.ndarray:
@@ -125,8 +128,9 @@ class BatchTape:
         gradients are touched."""
         x = self._rows("forward", X)
         out = _empty(x.shape[0], len(self.output_nodes))
-        self._tape.run(x, None, out)
+        total = self._tape.run(x, None, out)
         self.outputs = out
+        self.value = total * (1.0 / x.shape[0])
         return out
 
 

@@ -65,6 +65,46 @@ def _count_rows(kind: Optional[str], out: Any, y: Any) -> Optional[int]:
     return None
 
 
+def _builtin(model: Any) -> bool:
+    from scalargrad.nn import MLP, Layer, Neuron
+
+    return type(model) in (MLP, Layer, Neuron) and bool(model.parameters())
+
+
+def predict_rows(model: Any, rows: list) -> list[Any]:
+    """The model's outputs on ``rows`` as floats (lists of floats for multi-output
+    models): for a built-in model, one sample's graph run over all rows as batched
+    lanes (the same bits as calling the model on each row)."""
+    if not rows or not _builtin(model):
+        outs = forward(model, rows)
+        return [[float(v) for v in o] if isinstance(o, (list, tuple)) else float(o) for o in outs]
+    import numpy as np
+
+    from scalargrad.batch import BatchTape
+
+    B = _backend.module_of(model.parameters()[:1])
+    x = [B.Value(0.0) for _ in rows[0]]
+    out = model(x)
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    root = outs[0] if len(outs) == 1 else _backend.sum(outs)  # a root that reaches them all
+    values = BatchTape(root, x, outs).forward(np.array(rows, dtype=float))
+    return values.tolist() if isinstance(out, (list, tuple)) else values[:, 0].tolist()
+
+
+def evaluate_rows(
+    model: Any, loss_fn: LossFn, kind: Optional[str], rows: list, targets: list
+) -> tuple[float, Optional[int]]:
+    """The loss on ``rows``/``targets`` and the count of right predictions, forward
+    only: as batched lanes for a built-in model and loss (the same bits as
+    building the loss), else by building it."""
+    if rows and _builtin(model) and kind in losses._TERMS:
+        lanes = _Lanes(model, kind, 0.0, rows, targets)
+        lanes.tape.forward(lanes.data)
+        return lanes.tape.value, _count_rows(kind, lanes.tape.outputs, lanes.y)  # type: ignore[return-value]
+    loss, _, correct = loss_on(model, loss_fn, kind, rows, targets)
+    return loss.data, correct
+
+
 def forward(model: Any, rows: Sequence[Sequence[float]]) -> list[Any]:
     """The model's outputs on ``rows``, as Values (lists of Values for
     multi-output models)."""
@@ -86,8 +126,7 @@ def loss_on(
 def replayable(model: Any, kind: Optional[str]) -> bool:
     """Whether every batch builds the same graph: a built-in model (not a subclass,
     which may branch on values) and a built-in loss whose graph depends on the
-    targets only through numbers (not softmax_cross_entropy, which shifts each row
-    by its largest logit, a number read off the forward values)."""
+    targets only through numbers (``losses._TERMS``: every built-in loss)."""
     from scalargrad.nn import MLP, Layer, Neuron
 
     return type(model) in (MLP, Layer, Neuron) and kind in losses._TERMS
@@ -172,12 +211,14 @@ class _Lanes:
         code, term = losses._TERMS[kind]
         params = model.parameters()
         B = _backend.module_of(params[:1])
-        codes = np.array([code(t) for t in targets], dtype=float).reshape(len(rows), -1)
         x = [B.Value(0.0) for _ in rows[0]]
-        c = [B.Value(0.0) for _ in range(codes.shape[1])]
         out = model(x)
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
-        self.tape = BatchTape(term(out, c if len(c) > 1 else c[0]), [*x, *c], outs)
+        codes = np.array([code(t, len(outs)) for t in targets], dtype=float)
+        codes = codes.reshape(len(rows), -1)
+        c = [B.Value(0.0) for _ in range(codes.shape[1])]
+        one_number = isinstance(code(targets[0], len(outs)), float)
+        self.tape = BatchTape(term(out, c[0] if one_number else c), [*x, *c], outs)
         self.data = np.ascontiguousarray(np.column_stack([np.array(rows, dtype=float), codes]))
         self.l2 = B.Tape(losses.l2(params, l2)) if l2 else None
         self.group = _backend.param_group(params)

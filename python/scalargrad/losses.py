@@ -204,14 +204,34 @@ def _hinge_term(s: Any, c: Any) -> Any:
     return (1 + c * s).relu()
 
 
+def _one_hot(t: Any, n: int) -> list[float]:
+    code = [0.0] * n
+    code[int(t)] = 1.0
+    return code
+
+
+def _softmax_term(z: Sequence[Any], code: Sequence[Any]) -> Any:
+    # -log softmax(z)[t] = logsumexp(z) - z[t], with z[t] picked by a one-hot dot, so
+    # that the target enters as numbers (the same value as z[t] for finite logits).
+    return _backend.logsumexp(z) - _backend.dot(code, z)
+
+
+def _float_code(t: Any, n: int) -> float:
+    return float(t)
+
+
 #: ``name: (code, term)`` for the losses whose graph depends on the targets only
-#: through numbers.
-_TERMS: dict[str, tuple[Callable[[Any], float], Callable[[Any, Any], Any]]] = {
-    "mse": (float, _mse_term),
-    "bce": (float, _bce_term),
-    "binary_cross_entropy": (float, _bce_term),
-    "bce_with_logits": (float, _bce_logits_term),
-    "hinge": (_hinge_code, _hinge_term),
+#: through numbers: ``term(prediction, code(target, n_outputs))`` is one sample's
+#: loss, and a graph recorded once with the code's numbers as leaves runs on any
+#: sample (``fit`` runs it over whole batches as lanes: ``scalargrad.BatchTape``).
+_TERMS: dict[str, tuple[Callable[[Any, int], Any], Callable[[Any, Any], Any]]] = {
+    "mse": (_float_code, _mse_term),
+    "bce": (_float_code, _bce_term),
+    "binary_cross_entropy": (_float_code, _bce_term),
+    "bce_with_logits": (_float_code, _bce_logits_term),
+    "hinge": (lambda t, n: _hinge_code(t), _hinge_term),
+    "softmax_cross_entropy": (_one_hot, _softmax_term),
+    "cross_entropy": (_one_hot, _softmax_term),
 }
 
 
@@ -266,7 +286,9 @@ def softmax(values: Sequence[Any]) -> list[Value]:
 
 def softmax_cross_entropy(logits: Sequence[Sequence[Any]], targets: Sequence[int]) -> Value:
     """Mean of ``-log softmax(logits)[target]`` over samples; each sample's logits
-    are a list of Values and its target a class index. Stable (log-sum-exp)."""
+    are a list of Values and its target a class index. Each term is
+    ``logsumexp(logits) - logits[target]``: one stable ``logsumexp`` node, so no
+    exponential overflows and nothing is read off the forward values."""
     logits, targets = _pairs("softmax_cross_entropy", logits, targets)
     terms = []
     for row in logits:
@@ -278,10 +300,7 @@ def softmax_cross_entropy(logits: Sequence[Sequence[Any]], targets: Sequence[int
             )
     targets = check_targets("softmax_cross_entropy", targets, min(len(r) for r in logits))
     for row, k in zip(logits, targets):
-        row = list(row)
-        m = max(float(v) for v in row)
-        lse = _backend.sum([(v - m).exp() for v in row]).log() + m
-        terms.append(lse - row[k])
+        terms.append(_softmax_term(list(row), _one_hot(k, len(row))))
     return _mean(terms)
 
 

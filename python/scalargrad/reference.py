@@ -31,7 +31,7 @@ from scalargrad._convert import forward_anomaly as _forward_anomaly
 from scalargrad._convert import number as _number
 
 __all__ = ["OPS", "Tape", "Value", "dot", "get_data", "get_grad", "layer"]
-__all__ += ["set_anomaly", "set_data", "sum"]
+__all__ += ["logsumexp", "set_anomaly", "set_data", "sum"]
 
 # detect_anomaly is per thread: `_here.on` says whether this thread checks, and
 # `_anomaly` counts the threads that do, so the hot paths test one global first.
@@ -114,8 +114,9 @@ def _dot_grad(g, xs, out):  # to w1, to x1, to w2, to x2, ...
     n = len(xs) // 2
     return [kc for k in range(n) for kc in ((k, g * xs[n + k]), (n + k, g * xs[k]))]
 def _split(xs): return xs[: len(xs) // 2], xs[len(xs) // 2 :]  # dot's operands: w1..wn, x1..xn
+def _logsumexp(xs): return ieee.logsumexp(xs)  # m + ln(((exp(x1 - m) + exp(x2 - m)) + ...))
+def _logsumexp_grad(g, xs, out): return [(k, g * ieee.exp(x - out)) for k, x in enumerate(xs)]
 # fmt: on
-
 
 LEAF, UNARY, BINARY, NARY = 0, 1, 2, -1  # an op's arity picks its calling convention
 
@@ -148,6 +149,7 @@ _TABLE = {op.kind: op for op in [
     Op("clamp",      UNARY,  _clamp,      _clamp_grad),
     Op("sum",        NARY,   _sum,        _sum_grad),
     Op("dot",        NARY,   _dot,        _dot_grad),
+    Op("logsumexp",  NARY,   _logsumexp,  _logsumexp_grad),
 ]}
 # fmt: on
 _LEAF = _TABLE["leaf"]
@@ -378,6 +380,11 @@ def dot(ws: Iterable[Any], xs: Iterable[Any]) -> Value:
     """One n-ary node ``((w1*x1 + w2*x2) + w3*x3) + ...``; operands ``w1..wn, x1..xn``."""
     wx = _convert.dot_operands(ws, xs, Value, _leaf)
     return _nary(_TABLE["dot"], wx)
+
+
+def logsumexp(values: Iterable[Any]) -> Value:
+    """One n-ary node ``m + ln(((exp(x1 - m) + exp(x2 - m)) + ...))``, ``m`` the largest."""
+    return _nary(_TABLE["logsumexp"], tuple(_convert.operands("logsumexp", values, Value, _leaf)))
 
 
 def layer(

@@ -13,12 +13,11 @@
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from scalargrad import losses
-from scalargrad.batching import Batches, forward, loss_on
+from scalargrad.batching import Batches, evaluate_rows, predict_rows
 from scalargrad.optim import Adam, Optimizer
 
 __all__ = ["History", "LOSSES", "evaluate", "fit", "fit_like_micrograd", "predict"]
@@ -86,8 +85,9 @@ def _rows(caller: str, X: Any, nin: Optional[int] = None) -> list[list[float]]:
     return rows
 
 
-def _epoch_batches(order: list[int], batch_size: Optional[int], rng: random.Random) -> list:
-    """One epoch's batches: the whole set, or mini-batches of a fresh shuffle."""
+def _epoch_batches(order: Any, batch_size: Optional[int], rng: Any) -> list:
+    """One epoch's batches of sample indices (NumPy arrays): the whole set, or
+    mini-batches of a fresh shuffle of ``order`` (in place, by NumPy's ``rng``)."""
     n = len(order)
     if batch_size is None or batch_size >= n:
         return [order]
@@ -157,16 +157,17 @@ def fit(
     The loss and accuracy recorded for an epoch are those of the forward passes made
     during it (as micrograd's demo prints them), averaged over its batches.
 
-    ``replay``: training an ``nn.MLP``, ``Layer`` or ``Neuron`` with ``"hinge"``,
-    ``"mse"``, ``"bce"`` or ``"bce_with_logits"`` builds the graph once and re-runs
-    it (``Tape``: forward and backward with no Python work per node): full-batch,
-    the same graph every epoch; with mini-batches, one graph per batch size whose
-    input and target leaves are set for each batch. The results are bit-identical
-    to rebuilding the graph. ``None`` (the default) replays exactly then; ``False``
-    always rebuilds; ``True`` insists for any model (and, full-batch, any loss),
-    freezing whatever the first build's Python code decided from values (a
-    subclass's branches; ``softmax_cross_entropy``'s per-row shift, which leaves the
-    loss the same in exact arithmetic but not in the last bits).
+    ``replay``: training an ``nn.MLP``, ``Layer`` or ``Neuron`` with a built-in
+    loss records one sample's graph (the model and its loss term) once and runs
+    every batch through it as batched lanes (``scalargrad.BatchTape``: one value per
+    sample per node, in Rust, on several threads for large batches), full batch or
+    mini-batches of any size. Losses, outputs and accuracies are bit-identical to
+    rebuilding each batch's graph; the parameters' gradients are the same sums
+    added in ``BatchTape``'s documented order (a few ulps apart). ``None`` (the
+    default) replays exactly then; ``False`` always rebuilds; ``True`` insists for
+    any model (freezing whatever the first build's Python code decided from values,
+    such as a subclass's branches) and, full-batch, any loss (then the whole
+    batch's graph is recorded once as a ``Tape``).
     """
     if optimizer is not None and not (
         callable(getattr(optimizer, "step", None)) and hasattr(optimizer, "lr")
@@ -190,9 +191,11 @@ def fit(
     batches = Batches(
         model, loss_fn, kind, rows, targets, l2=l2, batch_size=batch_size, replay=replay
     )
-    rng = random.Random(seed)
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
     n = len(rows)
-    order = list(range(n))
+    order = np.arange(n)
     hist = History()
     best, stale = math.inf, 0
 
@@ -207,14 +210,16 @@ def fit(
     try:
         for _ in range(epochs):
             total, right, classified = 0.0, 0, False
-            for idx in _epoch_batches(order, batch_size, rng):
+            epoch = _epoch_batches(order, batch_size, rng)
+            for idx in epoch:
                 value, correct = batches.run(idx)
                 optimizer.step()
                 total += value * len(idx)
                 if correct is not None:
                     right += correct
                     classified = True
-            epoch_loss = total / n
+            # One batch: its loss itself (`value * n / n` may round differently).
+            epoch_loss = value if len(epoch) == 1 else total / n
             hist.loss.append(epoch_loss)
             hist.lr.append(optimizer.lr)
             if classified:
@@ -244,10 +249,7 @@ def fit(
 def predict(model: Any, X: Any) -> list[Any]:
     """The model's outputs on ``X`` (a list of samples) as floats (lists of floats
     for multi-output models)."""
-    out = []
-    for o in forward(model, _rows("predict", X, _shape(model)[0])):
-        out.append([float(v) for v in o] if isinstance(o, (list, tuple)) else float(o))
-    return out
+    return predict_rows(model, _rows("predict", X, _shape(model)[0]))
 
 
 def evaluate(model: Any, X: Any, y: Any, *, loss: Union[str, LossFn] = "hinge") -> dict[str, float]:
@@ -260,8 +262,8 @@ def evaluate(model: Any, X: Any, y: Any, *, loss: Union[str, LossFn] = "hinge") 
     targets = _targets("evaluate", y, kind, nout)
     if len(rows) != len(targets):
         raise ValueError(f"evaluate: {len(rows)} samples in X but {len(targets)} targets in y")
-    lossv, _, correct = loss_on(model, loss_fn, kind, rows, targets)
-    result = {"loss": lossv.data}
+    value, correct = evaluate_rows(model, loss_fn, kind, rows, targets)
+    result = {"loss": value}
     if correct is not None:
         result["accuracy"] = correct / len(rows)
     return result

@@ -49,6 +49,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(params::set_data, m)?)?;
     m.add_function(wrap_pyfunction!(nary::sum, m)?)?;
     m.add_function(wrap_pyfunction!(nary::dot, m)?)?;
+    m.add_function(wrap_pyfunction!(nary::logsumexp, m)?)?;
     m.add_function(wrap_pyfunction!(nary::layer, m)?)?;
     m.add_function(wrap_pyfunction!(diagnostics::set_anomaly, m)?)?;
     m.add_function(wrap_pyfunction!(diagnostics::stats, m)?)?;

@@ -102,6 +102,16 @@ pub(super) fn sum(
     })
 }
 
+/// `logsumexp(values)`: one n-ary node `m + ln(((exp(x1 - m) + exp(x2 - m)) + ...))`,
+/// `m` the largest value: `log(sum(exp(x)))` without overflow (softmax's normaliser).
+#[pyfunction]
+pub(super) fn logsumexp(py: Python<'_>, values: &Bound<'_, PyAny>) -> PyResult<Py<Value>> {
+    let (operands, nodes) = collect_args("logsumexp", values)?;
+    nary(py, "logsumexp", &nodes, &operands, |ar| {
+        (ar.peek_logsumexp(&operands), ar.logsumexp(&operands))
+    })
+}
+
 /// `dot(ws, xs)`: one n-ary node `((w1*x1 + w2*x2) + w3*x3) + ...`.
 #[pyfunction]
 pub(super) fn dot(
