@@ -146,6 +146,7 @@ def _nans(B) -> list[float]:
         diff.data,
         B.sum([V(math.inf), V(-math.inf)]).data,
         B.dot([V(math.inf)], [V(0.0)]).data,
+        B.logsumexp([V(-math.nan), V(1.0)]).data,
         V(struct.unpack("<d", struct.pack("<Q", 0xFFF8_0000_0000_0001))[0]).data,
     ]
     # gradients: d/da (a * b) with b = inf * 0, and inf - inf accumulated

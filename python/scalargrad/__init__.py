@@ -110,7 +110,9 @@ def set_data(values: Iterable[Value], data: Any) -> None:
 def detect_anomaly() -> Iterator[None]:
     """Within this block, the first non-finite value an op produces, or the first
     non-finite gradient ``backward()`` produces, raises ``FloatingPointError``
-    naming the op and its operands' labels and values. Both backends.
+    naming the op and its operands' labels and values (for a ``BatchTape`` run: the
+    row or the shared leaf). Both backends; per thread: other threads are not
+    checked, and their blocks do not end this one.
 
     >>> with detect_anomaly():
     ...     Value(0.0, label="x").log()
