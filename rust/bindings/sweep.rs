@@ -89,9 +89,16 @@ pub(super) struct Snapshot(Option<Vec<f64>>);
 impl Snapshot {
     pub(super) fn take(py: Python<'_>, order: &[NodeId], needed: bool) -> PyResult<Snapshot> {
         if !needed {
+            let mut spare = SPARE_SNAPSHOT.lock(py);
+            if spare.0.capacity() != 0 {
+                spare.0 = Vec::new();
+            }
             return Ok(Snapshot(None));
         }
-        let mut saved = Vec::new();
+        // The last snapshot's buffer, its pages already mapped: a fresh one costs
+        // a page fault per 512 nodes, as much again as the copy.
+        let mut saved = std::mem::take(&mut SPARE_SNAPSHOT.lock(py).0);
+        saved.clear();
         saved
             .try_reserve_exact(order.len())
             .map_err(|_| arena_error(ArenaError::Memory))?;
@@ -101,14 +108,22 @@ impl Snapshot {
     }
 
     pub(super) fn restore_if_err<T>(self, py: Python<'_>, order: &[NodeId], r: &PyResult<T>) {
-        if let (Some(saved), Err(_)) = (self.0, r) {
-            let mut ar = ARENA.lock(py);
-            for (&id, &g) in order.iter().zip(&saved) {
-                ar.grad[id as usize] = g;
+        if let Some(saved) = self.0 {
+            if r.is_err() {
+                let mut ar = ARENA.lock(py);
+                for (&id, &g) in order.iter().zip(&saved) {
+                    ar.grad[id as usize] = g;
+                }
             }
+            // Kept for the next large sweep (a small one lets it go: `take`).
+            SPARE_SNAPSHOT.lock(py).0 = saved;
         }
     }
 }
+
+/// The buffer of the last snapshot, reused by the next.
+struct SpareSnapshot(Vec<f64>);
+static SPARE_SNAPSHOT: GilCell<SpareSnapshot> = GilCell::new(SpareSnapshot(Vec::new()));
 
 /// Backward over `order` in chunks, pausing between some of them (see `Pacer`).
 pub(super) fn sweep_interruptibly(
