@@ -147,6 +147,27 @@ def test_threads_share_a_model_read_only(backend, fast_switching):
     assert threaded == single
 
 
+def test_threads_backward_large_graphs_at_once(backend):
+    # Sweeps (and orderings) of a million nodes or more pause for other threads; two
+    # of them taking turns each finish with their own exact result.
+    n = 1_500_000 if backend is _core else 50_000
+
+    def work(k: int) -> list[Any]:
+        x = backend.Value(1.0 + k)
+        y = x
+        for _ in range(n):
+            y = y * 1.0
+        tape = backend.Tape(y)
+        grads = []
+        for _ in range(3):
+            tape.zero_grad()
+            y.backward()
+            grads.append(x.grad)
+        return [grads, y.data]
+
+    assert _run_threads(2, work) == [[[1.0] * 3, 1.0], [[1.0] * 3, 2.0]]
+
+
 # ---- long runs: flat memory --------------------------------------------------------
 
 X4 = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]

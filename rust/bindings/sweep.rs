@@ -49,17 +49,22 @@ fn order_interruptibly(
     started: Instant,
 ) -> PyResult<Option<Pacer>> {
     let mut pacer: Option<Pacer> = None;
+    let mut restarted = false;
     let mut walk = backward::Walk::start(&mut ARENA.lock(py), root, order);
     loop {
         let step = {
             let mut ar = ARENA.lock(py);
             if !walk.is_current(&ar) {
-                // Another thread walked a graph during a pause: start over.
+                // Another thread walked a graph during a pause: start over, this
+                // time in one go (two threads taking turns would otherwise restart
+                // each other for ever).
                 walk.finish(&mut ar);
                 walk = backward::Walk::start(&mut ar, root, order);
+                restarted = true;
             }
             // Graphs too small to pause for are walked in one go.
             let budget = match pacer {
+                _ if restarted => usize::MAX,
                 None => PAUSE_MIN_NODES,
                 Some(_) => SIGNAL_CHUNK,
             };
