@@ -27,6 +27,21 @@ pub enum ArenaError {
     Full,
     /// A node id that is not live.
     Stale(NodeId),
+    /// An allocation failed; nothing was changed.
+    Memory,
+}
+
+/// Makes room for `extra` more items in `v`, or says it cannot.
+#[inline]
+pub fn reserve<T>(v: &mut Vec<T>, extra: usize) -> Result<(), ArenaError> {
+    v.try_reserve(extra).map_err(|_| ArenaError::Memory)
+}
+
+/// Makes room for `total` items in all in `v`, or says it cannot.
+#[inline]
+fn reserve_total<T>(v: &mut Vec<T>, total: usize) -> Result<(), ArenaError> {
+    let extra = total.saturating_sub(v.len());
+    reserve(v, extra)
 }
 
 /// Per-node arrays. `a` and `b` are the operands of unary and binary ops. For
@@ -188,12 +203,18 @@ impl Arena {
         self.labels.get(&id).map_or("", |s| s)
     }
 
-    pub fn set_label(&mut self, id: NodeId, label: &str) {
+    pub fn set_label(&mut self, id: NodeId, label: &str) -> Result<(), ArenaError> {
         if label.is_empty() {
             self.labels.remove(&id);
         } else {
-            self.labels.insert(id, label.into());
+            let mut s = String::new();
+            s.try_reserve_exact(label.len())
+                .map_err(|_| ArenaError::Memory)?;
+            s.push_str(label);
+            self.labels.try_reserve(1).map_err(|_| ArenaError::Memory)?;
+            self.labels.insert(id, s.into_boxed_str());
         }
+        Ok(())
     }
 
     #[inline]
@@ -237,6 +258,10 @@ impl Arena {
         if id >= NONE as usize {
             return Err(ArenaError::Full);
         }
+        // Any array full (one may lag the others after a failed reservation).
+        if self.min_capacity() == id {
+            self.reserve_slots()?;
+        }
         self.live += 1;
         self.data.push(data);
         self.grad.push(0.0);
@@ -247,6 +272,44 @@ impl Arena {
         self.mark.push(0);
         self.handle.push(0);
         Ok(id as NodeId)
+    }
+
+    fn min_capacity(&self) -> usize {
+        [
+            self.data.capacity(),
+            self.grad.capacity(),
+            self.op.capacity(),
+            self.a.capacity(),
+            self.b.capacity(),
+            self.rc.capacity(),
+            self.mark.capacity(),
+            self.handle.capacity(),
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(0)
+    }
+
+    /// Room for more slots in every per-node array (doubling), all or nothing as
+    /// far as lengths go: an array that grew before another failed only has spare
+    /// capacity.
+    #[cold]
+    fn reserve_slots(&mut self) -> Result<(), ArenaError> {
+        let len = self.data.len();
+        reserve(&mut self.data, len.max(64))?;
+        // The others to the same capacity, so `grow` pushes without allocating.
+        let extra = self.data.capacity() - len;
+        reserve(&mut self.grad, extra)?;
+        reserve(&mut self.op, extra)?;
+        reserve(&mut self.a, extra)?;
+        reserve(&mut self.b, extra)?;
+        reserve(&mut self.rc, extra)?;
+        reserve(&mut self.mark, extra)?;
+        reserve(&mut self.handle, extra)?;
+        // `free_from` marks freed slots in these bits without allocating.
+        let words = self.data.capacity().div_ceil(64);
+        reserve_total(&mut self.free_bits, words)?;
+        Ok(())
     }
 
     /// A new leaf holding `data`, with reference count 0.
@@ -354,6 +417,8 @@ impl Arena {
                     slot
                 }
                 None => {
+                    reserve(&mut self.consts, 1)?;
+                    reserve_total(&mut self.consts_free, self.consts.len() + 1)?;
                     self.consts.push(c);
                     (self.consts.len() - 1) as u32
                 }
@@ -361,7 +426,15 @@ impl Arena {
         } else {
             NONE
         };
-        let id = self.alloc(op, out, a, b)?;
+        let id = match self.alloc(op, out, a, b) {
+            Ok(id) => id,
+            Err(e) => {
+                if op.has_consts() {
+                    self.consts_free.push(b); // room kept for every slot
+                }
+                return Err(e);
+            }
+        };
         self.rc[a as usize] += 1;
         Ok(id)
     }
@@ -391,7 +464,9 @@ impl Arena {
                 .zip(xs)
                 .map(|(&w, &x)| (self.value_of(w), self.value_of(x))),
         );
-        let all: Vec<Operand> = ws.iter().chain(xs).copied().collect();
+        let mut all: Vec<Operand> = Vec::new();
+        reserve(&mut all, ws.len() + xs.len())?;
+        all.extend(ws.iter().chain(xs).copied());
         self.nary(Op::Dot, &all, out)
     }
 
@@ -409,7 +484,8 @@ impl Arena {
         // Every node is checked before numbers become leaves (which may reuse
         // freed slots), and the inputs taken so far are released on an error.
         self.check_live(x)?;
-        let mut xs = Vec::with_capacity(x.len());
+        let mut xs = Vec::new();
+        reserve(&mut xs, x.len())?;
         for &v in x {
             match self.resolve(v) {
                 Ok(id) => {
@@ -422,7 +498,11 @@ impl Arena {
                 }
             }
         }
-        let mut outs = Vec::with_capacity(ws.len());
+        let mut outs = Vec::new();
+        if let Err(e) = reserve(&mut outs, ws.len()) {
+            self.release_nodes(&xs);
+            return Err(e);
+        }
         let built = (|| {
             for (w, &b) in ws.iter().zip(bs) {
                 let d = self.dot_nodes(w.as_ref(), &xs)?;
@@ -494,10 +574,15 @@ impl Arena {
                 .zip(xs)
                 .map(|(&w, &x)| (self.data[w as usize], self.data[x as usize])),
         );
-        let slot = self.edge_slot();
+        let slot = self.edge_slot()?;
         let mut ids = std::mem::take(&mut self.edges[slot as usize]);
         ids.clear();
-        ids.reserve_exact(2 * ws.len());
+        if let Err(e) = ids.try_reserve_exact(2 * ws.len()) {
+            self.edges[slot as usize] = ids;
+            self.edges_free.push(slot);
+            let _ = e;
+            return Err(ArenaError::Memory);
+        }
         ids.extend_from_slice(ws);
         ids.extend_from_slice(xs);
         for &id in &ids {
@@ -527,20 +612,28 @@ impl Arena {
         result
     }
 
-    /// A free slot of the n-ary edge table.
-    fn edge_slot(&mut self) -> u32 {
-        self.edges_free.pop().unwrap_or_else(|| {
-            self.edges.push(Vec::new());
-            (self.edges.len() - 1) as u32
-        })
+    /// A free slot of the n-ary edge table. The free list keeps room for every
+    /// slot, so giving one back (`edges_free.push`) never allocates.
+    fn edge_slot(&mut self) -> Result<u32, ArenaError> {
+        if let Some(slot) = self.edges_free.pop() {
+            return Ok(slot);
+        }
+        reserve(&mut self.edges, 1)?;
+        reserve_total(&mut self.edges_free, self.edges.len() + 1)?;
+        self.edges.push(Vec::new());
+        Ok((self.edges.len() - 1) as u32)
     }
 
     fn nary(&mut self, op: Op, xs: &[Operand], out: f64) -> Result<NodeId, ArenaError> {
         self.check_live(xs)?;
-        let slot = self.edge_slot();
+        let slot = self.edge_slot()?;
         let mut ids = std::mem::take(&mut self.edges[slot as usize]);
         ids.clear();
-        ids.reserve_exact(xs.len());
+        if ids.try_reserve_exact(xs.len()).is_err() {
+            self.edges[slot as usize] = ids;
+            self.edges_free.push(slot);
+            return Err(ArenaError::Memory);
+        }
         let mut built = Ok(());
         for &x in xs {
             match self.resolve(x) {
@@ -581,6 +674,9 @@ impl Arena {
     #[inline(never)]
     fn free_from(&mut self, root: NodeId) {
         let mut work = std::mem::take(&mut self.work);
+        // Nodes waiting to be freed when `work` cannot grow, linked through their
+        // `handle` (unused: a node with a handle has a reference).
+        let mut overflow = NONE;
         let old_head = self.free_head;
         let mut freed = 0usize;
         // Put in order only batches that pay for the pass over the bits.
@@ -595,7 +691,7 @@ impl Arena {
                     let slot = self.a[i] as usize;
                     let ids = std::mem::take(&mut self.edges[slot]);
                     for &k in &ids {
-                        drop_edge(&mut self.rc, k, &mut work);
+                        drop_edge(&mut self.rc, &mut self.handle, &mut overflow, k, &mut work);
                     }
                     // Keep the buffer for the next n-ary node unless it is large.
                     if ids.capacity() <= 4096 {
@@ -605,9 +701,21 @@ impl Arena {
                     self.edges_free.push(slot as u32);
                 }
                 _ => {
-                    drop_edge(&mut self.rc, self.a[i], &mut work);
+                    drop_edge(
+                        &mut self.rc,
+                        &mut self.handle,
+                        &mut overflow,
+                        self.a[i],
+                        &mut work,
+                    );
                     if op.is_binary() {
-                        drop_edge(&mut self.rc, self.b[i], &mut work);
+                        drop_edge(
+                            &mut self.rc,
+                            &mut self.handle,
+                            &mut overflow,
+                            self.b[i],
+                            &mut work,
+                        );
                     } else if op.has_consts() {
                         self.consts_free.push(self.b[i]);
                     }
@@ -629,6 +737,11 @@ impl Arena {
             }
             match work.pop() {
                 Some(next) => id = next,
+                None if overflow != NONE => {
+                    id = overflow;
+                    overflow = self.handle[id as usize] as NodeId;
+                    self.handle[id as usize] = 0;
+                }
                 None => break,
             }
         }
@@ -703,12 +816,24 @@ impl Arena {
 const RELINK_MIN: usize = if cfg!(test) { 8 } else { 4096 };
 
 /// Drops the reference an operand edge holds on `x`, queueing `x` to be freed when
-/// that was its last.
+/// that was its last: on `work`, or, when `work` cannot grow, on the `overflow`
+/// list linked through `handle`, so that freeing never fails for want of memory.
 #[inline(always)]
-fn drop_edge(rc: &mut [u32], x: NodeId, work: &mut Vec<NodeId>) {
+fn drop_edge(
+    rc: &mut [u32],
+    handle: &mut [usize],
+    overflow: &mut NodeId,
+    x: NodeId,
+    work: &mut Vec<NodeId>,
+) {
     let r = &mut rc[x as usize];
     *r -= 1;
     if *r == 0 {
+        if work.len() == work.capacity() && work.try_reserve(work.len().max(64)).is_err() {
+            handle[x as usize] = *overflow as usize;
+            *overflow = x;
+            return;
+        }
         work.push(x);
     }
 }

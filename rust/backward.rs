@@ -1,7 +1,7 @@
 //! Reverse-mode sweep: the canonical order of DESIGN.md section 3 and the
 //! accumulation of every op's contributions, without recursion.
 
-use crate::arena::{Arena, NodeId};
+use crate::arena::{reserve, Arena, ArenaError, NodeId};
 use crate::ops::{self, Op};
 
 /// The first non-finite gradient met with checking on (`detect_anomaly`).
@@ -17,75 +17,151 @@ pub struct Anomaly {
 /// Nodes reachable from `root` in processing order: the reverse of the post-order
 /// of an iterative depth-first walk that visits operands in operand order (the
 /// order micrograd's recursive `build_topo` gives, reversed). Root first.
-pub fn order(ar: &mut Arena, root: NodeId) -> Vec<NodeId> {
+pub fn order(ar: &mut Arena, root: NodeId) -> Result<Vec<NodeId>, ArenaError> {
     let mut out = Vec::new();
-    order_into(ar, root, &mut out);
-    out
+    order_into(ar, root, &mut out)?;
+    Ok(out)
 }
 
 /// `order` into `post` (cleared first), so a caller can reuse its buffer.
-pub fn order_into(ar: &mut Arena, root: NodeId, post: &mut Vec<NodeId>) {
-    ar.epoch = ar.epoch.wrapping_add(1);
-    if ar.epoch == 0 {
-        ar.mark.iter_mut().for_each(|m| *m = 0);
-        ar.epoch = 1;
+pub fn order_into(ar: &mut Arena, root: NodeId, post: &mut Vec<NodeId>) -> Result<(), ArenaError> {
+    let mut walk = Walk::start(ar, root, post);
+    let done = walk.run(ar, post, usize::MAX);
+    walk.finish(ar);
+    done.map(|_| ())
+}
+
+/// A walk of `order` in progress, so a caller can do it a few nodes at a time
+/// (and let go of the arena in between: see `Walk::is_current`).
+pub struct Walk {
+    stack: Vec<u64>,
+    cur: Option<u64>,
+    epoch: u32,
+}
+
+/// A stack entry: a node to emit once its operands are done (else one to visit).
+const EMIT: u64 = 1 << 32;
+
+impl Walk {
+    /// Starts the walk from `root`; `post` is cleared.
+    pub fn start(ar: &mut Arena, root: NodeId, post: &mut Vec<NodeId>) -> Walk {
+        ar.epoch = ar.epoch.wrapping_add(1);
+        if ar.epoch == 0 {
+            ar.mark.iter_mut().for_each(|m| *m = 0);
+            ar.epoch = 1;
+        }
+        post.clear();
+        let mut stack = std::mem::take(&mut ar.walk);
+        stack.clear();
+        Walk {
+            stack,
+            cur: Some(root as u64),
+            epoch: ar.epoch,
+        }
     }
-    let epoch = ar.epoch;
-    post.clear();
-    // A stack of nodes to visit and, flagged, nodes to emit once their operands are
-    // done. Operands are pushed last-first, so the first is walked first (straight
-    // away, without a trip through the stack); a node is marked when visited, and
-    // a copy still on the stack from another parent is then skipped, as the
-    // recursive walk skips a visited operand.
-    const EMIT: u64 = 1 << 32;
-    let mut stack = std::mem::take(&mut ar.walk);
-    stack.clear();
-    let mut cur = root as u64;
-    loop {
-        let id = cur as NodeId;
-        let i = id as usize;
-        if cur & EMIT != 0 {
-            post.push(id);
-        } else if ar.mark[i] != epoch {
-            ar.mark[i] = epoch;
-            let op = ar.op[i];
-            if matches!(op, Op::Leaf | Op::Free) {
-                post.push(id);
-            } else {
-                stack.push(cur | EMIT);
-                let Arena {
-                    mark, edges, a, b, ..
-                } = &*ar;
-                let mut visit = |x: NodeId| {
-                    if mark[x as usize] != epoch {
-                        stack.push(x as u64);
-                    }
-                };
-                let first = if op.is_nary() {
-                    let ids = &edges[a[i] as usize];
-                    ids.iter().skip(1).rev().for_each(|&x| visit(x));
-                    ids.first().copied()
+
+    /// Whether no other walk began since this one did (another walk reuses the
+    /// visit marks, so this one must then start over).
+    pub fn is_current(&self, ar: &Arena) -> bool {
+        ar.epoch == self.epoch
+    }
+
+    /// Walks on until `budget` more nodes are emitted; true when the walk is done
+    /// (`post` then holds the order). On `Err` (out of memory) the walk is over
+    /// and the arena unchanged but for visit marks.
+    pub fn run(
+        &mut self,
+        ar: &mut Arena,
+        post: &mut Vec<NodeId>,
+        budget: usize,
+    ) -> Result<bool, ArenaError> {
+        // A stack of nodes to visit and, flagged, nodes to emit once their operands
+        // are done. Operands are pushed last-first, so the first is walked first
+        // (straight away, without a trip through the stack); a node is marked when
+        // visited, and a copy still on the stack from another parent is then
+        // skipped, as the recursive walk skips a visited operand.
+        let epoch = self.epoch;
+        let stack = &mut self.stack;
+        let Some(mut cur) = self.cur else {
+            return Ok(true);
+        };
+        // On `Err` the walk is abandoned, so the marks it left do not matter.
+        let stop = post.len().saturating_add(budget);
+        loop {
+            let id = cur as NodeId;
+            let i = id as usize;
+            let emit = if cur & EMIT != 0 {
+                true
+            } else if ar.mark[i] != epoch {
+                ar.mark[i] = epoch;
+                let op = ar.op[i];
+                if matches!(op, Op::Leaf | Op::Free) {
+                    true
                 } else {
-                    if op.is_binary() {
-                        visit(b[i]);
+                    let Arena {
+                        mark, edges, a, b, ..
+                    } = &*ar;
+                    let n = if op.is_nary() {
+                        edges[a[i] as usize].len()
+                    } else {
+                        1
+                    };
+                    if stack.capacity() - stack.len() <= n {
+                        reserve(stack, (n + 1).max(stack.len()))?;
                     }
-                    Some(a[i])
-                };
-                if let Some(x) = first.filter(|&x| mark[x as usize] != epoch) {
-                    cur = x as u64;
-                    continue;
+                    stack.push(cur | EMIT);
+                    let mut visit = |x: NodeId| {
+                        if mark[x as usize] != epoch {
+                            stack.push(x as u64);
+                        }
+                    };
+                    let first = if op.is_nary() {
+                        let ids = &edges[a[i] as usize];
+                        ids.iter().skip(1).rev().for_each(|&x| visit(x));
+                        ids.first().copied()
+                    } else {
+                        if op.is_binary() {
+                            visit(b[i]);
+                        }
+                        Some(a[i])
+                    };
+                    if let Some(x) = first.filter(|&x| mark[x as usize] != epoch) {
+                        cur = x as u64;
+                        continue;
+                    }
+                    false
+                }
+            } else {
+                false
+            };
+            if emit {
+                if post.len() == post.capacity() {
+                    reserve(post, post.len().max(1024))?;
+                }
+                post.push(id);
+            }
+            match stack.pop() {
+                Some(next) => cur = next,
+                None => {
+                    self.cur = None;
+                    post.reverse();
+                    return Ok(true);
                 }
             }
-        }
-        match stack.pop() {
-            Some(next) => cur = next,
-            None => break,
+            if post.len() >= stop {
+                self.cur = Some(cur);
+                return Ok(false);
+            }
         }
     }
-    if stack.capacity() <= 1 << 20 {
-        ar.walk = stack; // keep the buffer for the next walk unless it is huge
+
+    /// Gives the walk's buffer back to the arena for the next walk.
+    pub fn finish(mut self, ar: &mut Arena) {
+        if self.stack.capacity() <= 1 << 20 {
+            self.stack.clear();
+            ar.walk = std::mem::take(&mut self.stack); // unless it is huge
+        }
     }
-    post.reverse();
 }
 
 /// Adds every node's contributions to its operands' gradients, in `order`.
@@ -106,7 +182,7 @@ pub fn sweep(ar: &mut Arena, order: &[NodeId], check: bool) -> Result<(), Anomal
 
 /// Seeds `root` with 1.0 (as micrograd does) and sweeps the whole graph.
 pub fn backward(ar: &mut Arena, root: NodeId, check: bool) -> Result<(), Anomaly> {
-    let order = order(ar, root);
+    let order = order(ar, root).expect("memory for the order");
     ar.grad[root as usize] = 1.0;
     sweep(ar, &order, check)
 }
@@ -248,7 +324,32 @@ mod tests {
         let root = ar.binary(Op::Add, Node(xy), Node(x)).unwrap();
         ar.incref(root);
         // post-order: x, y, xy, root -> reversed
-        assert_eq!(order(&mut ar, root), vec![root, xy, y, x]);
+        assert_eq!(order(&mut ar, root).unwrap(), vec![root, xy, y, x]);
+    }
+
+    #[test]
+    fn a_walk_in_small_steps_gives_the_same_order() {
+        let mut ar = Arena::new();
+        let x = ar.leaf(1.0).unwrap();
+        let mut y = ar.binary(Op::Mul, Node(x), Node(x)).unwrap();
+        for k in 0..50 {
+            let s = ar.sum(&[Node(y), Node(x), Const(k as f64)]).unwrap();
+            y = ar.binary(Op::Add, Node(s), Node(y)).unwrap();
+        }
+        ar.incref(y);
+        let whole = order(&mut ar, y).unwrap();
+        for budget in [1, 2, 7] {
+            let mut post = Vec::new();
+            let mut walk = Walk::start(&mut ar, y, &mut post);
+            let mut steps = 0;
+            while !walk.run(&mut ar, &mut post, budget).unwrap() {
+                assert!(walk.is_current(&ar));
+                steps += 1;
+            }
+            walk.finish(&mut ar);
+            assert_eq!(post, whole, "budget {budget}");
+            assert!(steps > whole.len() / budget / 2);
+        }
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub enum LaneError {
     Interrupted,
 }
 
+/// What `compute` returns: the sum of the root over the samples, with a seed
+/// every shared node's gradient total, and each sample's root value.
+pub type Computed = (f64, Option<Vec<f64>>, Vec<f64>);
+
 /// A recorded per-sample graph, ready to run over batches.
 pub struct LaneTape {
     /// Every recorded node, each holding one reference while the tape lives.
@@ -129,6 +133,8 @@ impl LaneTape {
         outputs: &[NodeId],
     ) -> Result<LaneTape, RecordError> {
         let mut slot: rustc_hash::FxHashMap<NodeId, Src> = Default::default();
+        let mem = |_| RecordError::Memory;
+        slot.try_reserve(inputs.len()).map_err(mem)?;
         for (k, &id) in inputs.iter().enumerate() {
             if ar.op(id) != Op::Leaf {
                 return Err(RecordError::InputNotLeaf(k));
@@ -138,8 +144,9 @@ impl LaneTape {
             }
         }
         // Operands first: the reverse of the canonical backward order.
-        let mut ids = backward::order(ar, root);
+        let mut ids = backward::order(ar, root).map_err(|_| RecordError::Memory)?;
         ids.reverse();
+        slot.try_reserve(ids.len()).map_err(mem)?;
         let mut tape = LaneTape {
             ids: Vec::new(),
             shared_leaves: Vec::new(),
@@ -160,13 +167,18 @@ impl LaneTape {
                 continue; // an input
             }
             let op = ar.op(id);
+            let n_args = ar.n_operands(id);
+            tape.shared_leaves.try_reserve(1).map_err(mem)?;
+            tape.code.try_reserve(1).map_err(mem)?;
+            tape.shared_code.try_reserve(1).map_err(mem)?;
+            tape.srcs.try_reserve(n_args).map_err(mem)?;
+            tape.shared_args.try_reserve(n_args).map_err(mem)?;
             if op == Op::Leaf {
                 slot.insert(id, Src::Shared(tape.n_shared as u32));
                 tape.shared_leaves.push((id, tape.n_shared as u32));
                 tape.n_shared += 1;
                 continue;
             }
-            let n_args = ar.n_operands(id);
             let lane = (0..n_args).any(|k| matches!(slot[&ar.operand(id, k)], Src::Lane(_)));
             let c = ar.consts(id);
             let out = if lane {
@@ -219,6 +231,7 @@ impl LaneTape {
             tape.n_inputs,
         );
         tape.root = slot[&root];
+        tape.outputs.try_reserve(outputs.len()).map_err(mem)?;
         for (k, id) in outputs.iter().enumerate() {
             match slot.get(id) {
                 Some(&s) => tape.outputs.push(s),
@@ -296,7 +309,7 @@ impl LaneTape {
         parallel_work: usize,
     ) -> Result<f64, LaneError> {
         let shared = self.shared_values(ar)?;
-        let (sum, grads) = self.compute(
+        let (sum, grads, _) = self.compute(
             &shared,
             x,
             rows,
@@ -314,8 +327,9 @@ impl LaneTape {
 
     /// `run` in three steps, so a caller can let go of the arena while the
     /// batch runs: `shared_values` reads the parameters, `compute` runs the
-    /// samples (returning the root's sum and, with a seed, every shared node's
-    /// gradient total), `add_grads` adds the totals into the shared leaves.
+    /// samples (returning the root's sum, with a seed every shared node's
+    /// gradient total, and each sample's root value), `add_grads` adds the
+    /// totals into the shared leaves.
     #[allow(clippy::too_many_arguments)]
     pub fn compute(
         &self,
@@ -327,7 +341,7 @@ impl LaneTape {
         threads: usize,
         interrupt: &mut dyn FnMut() -> bool,
         parallel_work: usize,
-    ) -> Result<(f64, Option<Vec<f64>>), LaneError> {
+    ) -> Result<Computed, LaneError> {
         assert_eq!(x.len(), rows * self.n_inputs);
         assert_eq!(out.len(), rows * self.outputs.len());
         let chunks = rows.div_ceil(CHUNK);
@@ -341,7 +355,7 @@ impl LaneTape {
         tasks
             .try_reserve_exact(chunks)
             .map_err(|_| LaneError::Memory)?;
-        let (mut xr, mut rr, mut or, mut pr) = (x, &mut roots[..], out, &mut partials[..]);
+        let (mut xr, mut rr, mut or, mut pr) = (x, &mut roots[..], &mut *out, &mut partials[..]);
         for c in 0..chunks {
             let n = CHUNK.min(rows - c * CHUNK);
             let (xa, xb) = xr.split_at(n * ni);
@@ -402,11 +416,22 @@ impl LaneTape {
         if stop.load(Ordering::Relaxed) {
             return Err(LaneError::Interrupted);
         }
+        drop(queue);
+        // One NaN, whichever the hardware made (see `ops::canon`).
+        out.iter_mut().for_each(|v| *v = ops::canon(*v));
         let grads = match backward {
             true => Some(self.shared_backward(shared, &partials)?),
             false => None,
         };
-        Ok((ops::sum(roots.iter().copied()), grads))
+        Ok((ops::canon(ops::sum(roots.iter().copied())), grads, roots))
+    }
+
+    /// The first shared leaf whose gradient total (from `compute`) is not finite.
+    pub fn first_non_finite_total(&self, totals: &[f64]) -> Option<(NodeId, f64)> {
+        self.shared_leaves
+            .iter()
+            .map(|&(id, s)| (id, totals[s as usize]))
+            .find(|(_, g)| !g.is_finite())
     }
 
     /// Every shared node's value: leaves read from the arena, the rest computed.
@@ -1010,7 +1035,7 @@ mod tests {
         x: &[f64],
         rows: usize,
     ) -> (f64, Vec<f64>) {
-        let order = backward::order(ar, root);
+        let order = backward::order(ar, root).unwrap();
         let mut per_sample = vec![Vec::new(); params.len()];
         let mut roots = Vec::new();
         for r in 0..rows {

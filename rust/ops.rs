@@ -129,6 +129,20 @@ impl Op {
 
 // ---- forward ---------------------------------------------------------------
 
+/// The one NaN both backends give back, in data and gradients (Python's
+/// `float('nan')`, bits `0x7ff8000000000000`): hardware and libm NaNs differ in sign
+/// and payload. Whether a result is NaN never depends on those bits, so the engine
+/// stores whatever NaN the hardware made and applies this where a number leaves
+/// it (the bindings' readers, batched outputs): the hot paths pay nothing.
+#[inline(always)]
+pub fn canon(x: f64) -> f64 {
+    if x.is_nan() {
+        f64::NAN
+    } else {
+        x
+    }
+}
+
 /// Forward of a binary op.
 #[inline]
 pub fn binary(op: Op, a: f64, b: f64) -> f64 {
@@ -343,6 +357,29 @@ mod tests {
         assert_eq!(unary(Op::Exp, 1000.0, [0.0; 2]), f64::INFINITY);
         assert!(unary(Op::PowConst, -8.0, [1.0 / 3.0, 0.0]).is_nan());
         assert_eq!(unary(Op::Sigmoid, -1000.0, [0.0; 2]), 0.0);
+    }
+
+    #[test]
+    fn canon_makes_every_nan_the_same() {
+        let bits = 0x7ff8_0000_0000_0000;
+        let nans = [
+            binary(Op::Div, 0.0, 0.0),
+            binary(Op::Mul, f64::INFINITY, 0.0),
+            binary(Op::Add, f64::INFINITY, f64::NEG_INFINITY),
+            binary(Op::Pow, -8.0, 1.0 / 3.0),
+            unary(Op::Log, -1.0, [0.0; 2]),
+            unary(Op::Neg, f64::NAN, [0.0; 2]),
+            unary(Op::PowConst, -8.0, [1.0 / 3.0, 0.0]),
+            unary(Op::RPowConst, 0.5, [-2.0, 0.0]),
+            sum([f64::INFINITY, f64::NEG_INFINITY].into_iter()),
+            dot([(f64::INFINITY, 0.0)].into_iter()),
+        ];
+        for (k, x) in nans.into_iter().enumerate() {
+            assert!(x.is_nan(), "case {k}");
+            assert_eq!(canon(x).to_bits(), bits, "case {k}");
+        }
+        assert_eq!(canon(-f64::NAN).to_bits(), bits);
+        assert_eq!(canon(-1.5), -1.5);
     }
 
     #[test]

@@ -387,8 +387,8 @@ proptest! {
             let mut want = Vec::new();
             topo(&ar, root, &mut HashSet::new(), &mut want);
             want.reverse();
-            prop_assert_eq!(backward::order(&mut ar, root), want);
-            let tape = crate::replay::Tape::record(&mut ar, root);
+            prop_assert_eq!(backward::order(&mut ar, root).unwrap(), want);
+            let tape = crate::replay::Tape::record(&mut ar, root).unwrap();
             let leaves: Vec<NodeId> =
                 tape.order().iter().copied().filter(|&id| ar.op(id) == Op::Leaf).collect();
             for (&id, &v) in leaves.iter().zip(new_leaves.iter().cycle()) {
@@ -397,7 +397,7 @@ proptest! {
             let snapshot = |ar: &Arena| -> Vec<(f64, f64)> {
                 tape.order().iter().map(|&id| (ar.data[id as usize], ar.grad[id as usize])).collect()
             };
-            prop_assert!(tape.run_compiled(&mut ar));
+            prop_assert!(tape.run_compiled(&mut ar).unwrap());
             let compiled = snapshot(&ar);
             for &id in tape.order() {
                 ar.data[id as usize] = if ar.op(id) == Op::Leaf { ar.data[id as usize] } else { 7.0 };

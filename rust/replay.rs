@@ -2,7 +2,7 @@
 //! outside Rust. Python-level control flow taken while recording is frozen (as
 //! with `torch.jit.trace`): a replay recomputes the same ops on new leaf values.
 
-use crate::arena::{Arena, NodeId};
+use crate::arena::{reserve, Arena, ArenaError, NodeId};
 use crate::backward::{self, Anomaly};
 use crate::ops::{self, Op};
 
@@ -17,26 +17,31 @@ pub struct Tape {
 pub const COMPILE_LIMIT: usize = 1 << 20;
 
 impl Tape {
-    /// Records the graph under `root` (which must be live).
-    pub fn record(ar: &mut Arena, root: NodeId) -> Tape {
-        let order = backward::order(ar, root);
+    /// Records the graph under `root` (which must be live); `Err` (out of
+    /// memory) leaves the arena as it was.
+    pub fn record(ar: &mut Arena, root: NodeId) -> Result<Tape, ArenaError> {
+        let order = backward::order(ar, root)?;
+        let compiled = match order.len() <= COMPILE_LIMIT {
+            true => Some(Compiled::new(ar, &order)?),
+            false => None,
+        };
         for &id in &order {
             ar.incref(id);
         }
-        let compiled = (order.len() <= COMPILE_LIMIT).then(|| Compiled::new(ar, &order));
-        Tape { order, compiled }
+        Ok(Tape { order, compiled })
     }
 
     /// `zero_grad`, `forward` and `backward` in one pass over the compiled tape:
     /// the same float operations in the same order, so the same bits. Returns
-    /// false (and does nothing) for a tape too large to have been compiled.
-    pub fn run_compiled(&self, ar: &mut Arena) -> bool {
+    /// false (and does nothing) for a tape too large to have been compiled, and
+    /// `Err` (having done nothing) when out of memory.
+    pub fn run_compiled(&self, ar: &mut Arena) -> Result<bool, ArenaError> {
         match &self.compiled {
             Some(c) => {
-                c.run(ar);
-                true
+                c.run(ar)?;
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
     }
 
@@ -109,16 +114,22 @@ struct Compiled {
 }
 
 impl Compiled {
-    fn new(ar: &Arena, order: &[NodeId]) -> Compiled {
-        let ids: Vec<NodeId> = order.iter().rev().copied().collect();
+    fn new(ar: &Arena, order: &[NodeId]) -> Result<Compiled, ArenaError> {
+        let mut ids: Vec<NodeId> = Vec::new();
+        reserve(&mut ids, order.len())?;
+        ids.extend(order.iter().rev());
         let mut slot = rustc_hash::FxHashMap::default();
-        slot.reserve(ids.len());
+        slot.try_reserve(ids.len())
+            .map_err(|_| ArenaError::Memory)?;
         for (k, &id) in ids.iter().enumerate() {
             slot.insert(id, k as u32);
         }
         let (mut leaves, mut code, mut args) = (Vec::new(), Vec::new(), Vec::new());
         for (k, &id) in ids.iter().enumerate() {
             let op = ar.op(id);
+            reserve(&mut leaves, 1)?;
+            reserve(&mut code, 1)?;
+            reserve(&mut args, ar.n_operands(id))?;
             let (a, b) = match op {
                 Op::Leaf | Op::Free => {
                     leaves.push(k as u32);
@@ -140,17 +151,24 @@ impl Compiled {
                 c: ar.consts(id),
             });
         }
-        Compiled {
+        Ok(Compiled {
             ids,
             leaves,
             code,
             args,
-        }
+        })
     }
 
-    fn run(&self, ar: &mut Arena) {
+    fn run(&self, ar: &mut Arena) -> Result<(), ArenaError> {
         let n = self.ids.len();
-        let mut data = vec![0.0; n];
+        let zeros = |n: usize| -> Result<Vec<f64>, ArenaError> {
+            let mut v = Vec::new();
+            reserve(&mut v, n)?;
+            v.resize(n, 0.0);
+            Ok(v)
+        };
+        let mut data = zeros(n)?;
+        let mut grad = zeros(n)?;
         for &k in &self.leaves {
             data[k as usize] = ar.data[self.ids[k as usize] as usize];
         }
@@ -165,7 +183,6 @@ impl Compiled {
             };
         }
         // Backward, as `backward::backprop` does it, node by node from the root.
-        let mut grad = vec![0.0; n];
         grad[n - 1] = 1.0;
         for ins in self.code.iter().rev() {
             let (a, b) = (ins.a as usize, ins.b as usize);
@@ -186,6 +203,7 @@ impl Compiled {
             ar.data[id as usize] = d;
             ar.grad[id as usize] = g;
         }
+        Ok(())
     }
 }
 
@@ -239,7 +257,7 @@ mod tests {
         let b = ar.leaf(0.1).unwrap();
         ar.incref(b);
         let loss = build(&mut ar, &w, b);
-        let tape = Tape::record(&mut ar, loss);
+        let tape = Tape::record(&mut ar, loss).unwrap();
         ar.decref(loss); // the tape keeps the graph alive
         for step in 0..5 {
             // change the parameters, replay, and compare with a freshly built graph

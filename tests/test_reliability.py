@@ -49,9 +49,15 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _canon(x: float) -> float:
+    """Plain Python arithmetic's NaN (its sign is the hardware's) as the engine's one."""
+    return math.nan if math.isnan(x) else x
+
+
 def _bits(x: float) -> Any:
-    """A float's identity for bit-for-bit comparison (every NaN counts as one)."""
-    return "nan" if math.isnan(x) else struct.pack("<d", x)
+    """A float's identity for bit-for-bit comparison (NaN's bits included: both
+    backends give one NaN)."""
+    return struct.pack("<d", x)
 
 
 # ---- threads ---------------------------------------------------------------------
@@ -139,6 +145,27 @@ def test_threads_share_a_model_read_only(backend, fast_switching):
     single = [forward(k) for k in range(4)]
     threaded = _run_threads(4, forward)
     assert threaded == single
+
+
+def test_threads_backward_large_graphs_at_once(backend):
+    # Sweeps (and orderings) of a million nodes or more pause for other threads; two
+    # of them taking turns each finish with their own exact result.
+    n = 1_500_000 if backend is _core else 50_000
+
+    def work(k: int) -> list[Any]:
+        x = backend.Value(1.0 + k)
+        y = x
+        for _ in range(n):
+            y = y * 1.0
+        tape = backend.Tape(y)
+        grads = []
+        for _ in range(3):
+            tape.zero_grad()
+            y.backward()
+            grads.append(x.grad)
+        return [grads, y.data]
+
+    assert _run_threads(2, work) == [[[1.0] * 3, 1.0], [[1.0] * 3, 2.0]]
 
 
 # ---- long runs: flat memory --------------------------------------------------------
@@ -237,15 +264,15 @@ def test_failed_save_keeps_old_file(backend, tmp_path, monkeypatch, exc, where):
 # ---- interrupts ------------------------------------------------------------------
 
 _INTERRUPT_CHILD = textwrap.dedent(
-    r'''
-    import ctypes, ctypes.util, json, os, signal, sys, threading, time
+    r"""
+    import ctypes, ctypes.util, json, os, signal, struct, sys, threading, time
     import scalargrad
 
     name, sender, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     B = scalargrad.backend_module(name)
 
-    def posix_timer(delay):
-        """SIGINT from a kernel timer, `delay` s from now: needs no thread and no GIL."""
+    def posix_timer(every):
+        # SIGINT from a kernel timer every `every` s: needs no thread and no GIL.
         libc = ctypes.CDLL(None, use_errno=True)
         if not hasattr(libc, "timer_create"):
             libc = ctypes.CDLL(ctypes.util.find_library("rt"), use_errno=True)
@@ -264,89 +291,101 @@ _INTERRUPT_CHILD = textwrap.dedent(
         tid = ctypes.c_void_p()
         assert libc.timer_create(1, ctypes.byref(ev), ctypes.byref(tid)) == 0  # MONOTONIC
         spec = itimerspec()
-        spec.value.sec, spec.value.nsec = int(delay), int(delay % 1 * 1e9)
-        t0 = time.perf_counter()
+        for t in (spec.value, spec.interval):
+            t.sec, t.nsec = int(every), int(every % 1 * 1e9)
         assert libc.timer_settime(tid, 0, ctypes.byref(spec), None) == 0
-        return t0 + delay, {"t": t0 + delay}, None
+        return lambda: libc.timer_delete(tid)
 
-    def thread_timer(delay):
-        """SIGINT sent by a threading.Timer, as a watchdog thread would send it."""
-        sent = {}
+    def thread_timer(every):
+        # SIGINT sent every `every` s by a thread, as a watchdog would send it.
+        stop = threading.Event()
 
         def fire():
-            sent["t"] = time.perf_counter()
-            os.kill(os.getpid(), signal.SIGINT)
+            while not stop.wait(every):
+                os.kill(os.getpid(), signal.SIGINT)
 
-        timer = threading.Timer(delay, fire)
-        t0 = time.perf_counter()
-        timer.start()
-        return t0 + delay, sent, timer
+        t = threading.Thread(target=fire, daemon=True)
+        t.start()
+        return lambda: (stop.set(), t.join())
 
-    def attempt(fn, finished, full):
-        """Calls fn with SIGINT due a quarter of the way into it (`full`: how long a
-        whole call takes); `finished()` tells from the graph whether fn's work was
-        all done (a KeyboardInterrupt raised just after a call returns also lands in
-        the except clause)."""
-        delay = full / 4
-        due, sent, timer = (posix_timer if sender == "posix" else thread_timer)(delay)
-        done = ki = None
+    def grads():
+        return [struct.pack("<d", v.grad).hex() for v in probes]
+
+    armed = [False]
+
+    def once(signum, frame):
+        # Ctrl-C's KeyboardInterrupt, raised once per attempt: later signals of the
+        # same attempt (the timers repeat) are ignored, wherever they land.
+        if armed[0]:
+            armed[0] = False
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, once)
+
+    def attempt(fn, every):
+        # Calls fn with SIGINT arriving every `every` s until it returns or is
+        # interrupted. Returns whether it was interrupted.
+        armed[0] = True
+        stop = (posix_timer if sender == "posix" else thread_timer)(every)
         try:
             fn()
-            done = time.perf_counter()
-            time.sleep(3.0)  # a late interrupt lands here
+            interrupted = False
         except KeyboardInterrupt:
-            ki = time.perf_counter()
-        if timer is not None:
-            timer.join()
-        return {
-            "interrupted_inside_call": ki is not None and done is None and not finished(),
-            "latency_from_due_s": None if ki is None else ki - due,
-            "latency_from_kill_s": None if ki is None or "t" not in sent else ki - sent["t"],
-            "call_finished_after_s": None if done is None else done - (due - delay),
-        }
+            interrupted = True
+        armed[0] = False
+        stop()
+        return interrupted
 
-    res = {"backend": name, "sender": sender, "chain": n}
-    t = time.perf_counter()
     x = B.Value(1.0)
-    y, probes = x, []
+    y, probes = x, [x]
     for i in range(n):
         y = y * 1.0
         if i % (n // 8) == 0:
             probes.append(y)
-    res["build_s"] = time.perf_counter() - t
-
-    def timed(fn):
-        t = time.perf_counter()
-        fn()
-        return time.perf_counter() - t
-
-    # backward, timed whole, then interrupted; then zero_grad and backward again
-    full = timed(y.backward)
-    B.Tape(y).zero_grad()
-    res["backward"] = r = attempt(y.backward, lambda: x.grad == 1.0, full)
-    r["leaf_grad_after_interrupt"] = x.grad
-    B.Tape(y).zero_grad()
-    t = time.perf_counter()
-    y.backward()
-    r["full_run_s"] = time.perf_counter() - t
-    r["ok_after"] = x.grad == 1.0 and all(p.grad == 1.0 for p in probes)
-
-    # Tape.run, interrupted; then run again, to completion
     tape = B.Tape(y)
-    full = timed(tape.run)
-    x.data = 1.5
-    res["tape"] = r = attempt(tape.run, lambda: y.data == 1.5 and x.grad == 1.0, full)
-    t = time.perf_counter()
-    out = tape.run()
-    r["full_run_s"] = time.perf_counter() - t
-    r["ok_after"] = (out == 1.5 and x.grad == 1.0
-                     and all(p.grad == 1.0 and p.data == 1.5 for p in probes))
+
+    def mark():  # gradients that no sweep would give: what an interrupted call keeps
+        tape.zero_grad()
+        for k, p in enumerate(probes):
+            p.grad = 0.25 * (k + 1)
+
+    res = {}
+    for what, call in (("backward", y.backward), ("tape", tape.run)):
+        # The uninterrupted result, from the marked gradients
+        mark()
+        t = time.perf_counter()
+        call()
+        full_s = time.perf_counter() - t
+        want = grads()
+        r = res[what] = {"full_s": full_s, "interrupted": 0, "completed": 0, "bad": []}
+        # Interrupted attempts: each leaves the marks, or (a signal too late) the
+        # whole result; nothing in between. Signals come often, so calls are cut short.
+        for k in range(12):
+            mark()
+            before = grads()
+            if what == "tape":
+                x.data = 1.0 + k  # run recomputes the values too
+            hit = attempt(call, max(full_s / 6, 0.002))
+            got = grads()
+            if got == before and hit:
+                r["interrupted"] += 1
+            elif got == want:
+                r["completed"] += 1
+            else:
+                r["bad"].append(k)
+            if r["interrupted"] >= 3:
+                break
+        # Calling again, uninterrupted: the uninterrupted result, bit for bit
+        mark()
+        x.data = 1.0
+        call()
+        r["again_ok"] = grads() == want and y.data == 1.0
     print(json.dumps(res))
-    '''
+    """
 )
 
 # The reference backend's chain is shorter: a Python object per node.
-_CHAIN = {"rust": 10_000_000, "reference": 1_000_000}
+_CHAIN = {"rust": 10_000_000, "reference": 300_000}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX timers via ctypes")
@@ -360,21 +399,24 @@ _CHAIN = {"rust": 10_000_000, "reference": 1_000_000}
     ],
 )
 def test_interrupt_backward_and_replay(name, sender):
+    # Outcomes only, no timing windows: under load a call takes longer and is
+    # interrupted sooner, and a signal that comes too late is counted as such.
     proc = subprocess.run(
         [sys.executable, "-c", _INTERRUPT_CHILD, name, sender, str(_CHAIN[name])],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"\n[interrupt {name}/{sender}] {json.dumps(res, indent=1)}")
+    print(f"\n[interrupt {name}/{sender}] {json.dumps(res)}")
     for what in ("backward", "tape"):
         r = res[what]
-        assert r["latency_from_due_s"] is not None, f"{what}: no KeyboardInterrupt"
-        assert r["latency_from_due_s"] < 2.0, f"{what}: interrupt took too long"
-        assert r["interrupted_inside_call"], f"{what}: the call finished before the interrupt"
-        assert r["ok_after"], f"{what}: wrong result after the interrupt"
+        assert not r["bad"], (
+            f"{what}: gradients neither as before nor complete: attempts {r['bad']}"
+        )
+        assert r["interrupted"] >= 1, f"{what}: no attempt was interrupted inside the call"
+        assert r["again_ok"], f"{what}: calling again did not give the uninterrupted result"
 
 
 # ---- fuzzing -----------------------------------------------------------------------
@@ -557,8 +599,8 @@ def test_fuzz_huge_fan_in_is_left_to_right(n, seed, specials, as_values):
         wv = [B.Value(w) for w in ws]
         s = B.sum(xv)
         d = B.dot(wv, xv)
-        assert _bits(s.data) == _bits(s_want)
-        assert _bits(d.data) == _bits(d_want)
+        assert _bits(s.data) == _bits(_canon(s_want))
+        assert _bits(d.data) == _bits(_canon(d_want))
         s.backward()
         d.backward()
         res = [_bits(w.grad) for w in wv]
@@ -567,5 +609,5 @@ def test_fuzz_huge_fan_in_is_left_to_right(n, seed, specials, as_values):
         results.append(res)
         del xv, wv, s, d
     assert results[0] == results[1]
-    assert results[0][:n] == [_bits(0.0 + v) for v in xs]  # dw_i = 1.0 * x_i
+    assert results[0][:n] == [_bits(_canon(0.0 + v)) for v in xs]  # dw_i = 1.0 * x_i
     assert _live() == live

@@ -101,9 +101,10 @@ def get_grad(values: Iterable[Value]) -> Any:
 
 def set_data(values: Iterable[Value], data: Any) -> None:
     """Sets the ``data`` of many Values from an array or sequence of numbers (same
-    length), in one call into the backend; nothing changes if the lengths differ."""
+    length), in one call into the backend; nothing changes if the lengths differ or
+    an element is not a number."""
     values = list(values)
-    data = data.tolist() if hasattr(data, "tolist") else [float(x) for x in data]
+    data = data.tolist() if hasattr(data, "tolist") else list(data)
     module_of(values).set_data(values, data)
 
 
@@ -111,7 +112,9 @@ def set_data(values: Iterable[Value], data: Any) -> None:
 def detect_anomaly() -> Iterator[None]:
     """Within this block, the first non-finite value an op produces, or the first
     non-finite gradient ``backward()`` produces, raises ``FloatingPointError``
-    naming the op and its operands' labels and values. Both backends.
+    naming the op and its operands' labels and values (for a ``BatchTape`` run: the
+    row or the shared leaf). Both backends; per thread: other threads are not
+    checked, and their blocks do not end this one.
 
     >>> with detect_anomaly():
     ...     Value(0.0, label="x").log()

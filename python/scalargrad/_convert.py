@@ -31,19 +31,42 @@ def label(x: Any) -> str:
 
 
 def number(op: str, what: str, x: Any) -> float:
-    """A Python number as float: float, int or anything with ``__float__``."""
+    """A Python number as float: float, int or anything with ``__float__`` (whose own
+    error, if it raises one, passes through, as ``float(x)`` lets it)."""
     if type(x) is float:
         return x
     if getattr(type(x), "_backend", None) is not None:
         raise TypeError(f"{op}: {what} must be a number, not a Value")
-    if not isinstance(x, (str, bytes)):
-        try:
-            return float(x)
-        except OverflowError:
-            raise ValueError(f"{op}: integer {x} is too large to convert to float") from None
-        except (TypeError, ValueError):
-            pass
-    raise TypeError(f"{op}: {what} must be a number, got {type(x).__name__}")
+    if isinstance(x, int):
+        return _int(op, x)
+    if not _converts(x):
+        raise TypeError(f"{op}: {what} must be a number, got {type(x).__name__}")
+    return float(x)
+
+
+def _converts(x: Any) -> bool:
+    """Whether ``float(x)`` is meant to work: ``x``'s type has ``__float__`` or ``__index__``
+    (strings and bytes, which ``float`` parses, are not numbers here)."""
+    tx = type(x)
+    return not isinstance(x, (str, bytes)) and (
+        hasattr(tx, "__float__") or hasattr(tx, "__index__")
+    )
+
+
+def _int(op: str, x: int) -> float:
+    """An int as float; too large is a ValueError naming ``op``."""
+    try:
+        return float(x)
+    except OverflowError:
+        raise ValueError(f"{op}: integer {int_text(x)} is too large to convert to float") from None
+
+
+def int_text(x: int) -> str:
+    """An int for a message: its digits, or ``~10**k`` for a huge one (printing an int
+    beyond Python's digit limit fails), the same on both backends."""
+    if x.bit_length() <= 128:
+        return str(x)
+    return f"{'-' if x < 0 else ''}~10**{math.floor(math.log10(abs(x)))}"
 
 
 def const(op: str, x: Any) -> Optional[float]:
@@ -54,10 +77,7 @@ def const(op: str, x: Any) -> Optional[float]:
     if tx is float:
         return x
     if tx is int or isinstance(x, int):
-        try:
-            return float(x)
-        except OverflowError:
-            raise ValueError(f"{op}: integer {x} is too large to convert to float") from None
+        return _int(op, x)
     if getattr(tx, "_backend", None) is not None:
         raise TypeError(
             f"{op}: cannot combine a reference Value with a rust Value; "
@@ -65,10 +85,12 @@ def const(op: str, x: Any) -> Optional[float]:
         )
     if x is None or isinstance(x, _CONTAINERS):
         raise TypeError(f"unsupported operand type(s) for {op}: 'Value' and '{tx.__name__}'")
+    if not _converts(x):
+        return None
     try:
         return float(x)
     except (TypeError, ValueError):
-        return None
+        return None  # NumPy arrays of many numbers: NumPy takes over
 
 
 def compared(x: Any) -> Any:
@@ -114,12 +136,11 @@ def operands(op: str, items: Iterable[Any], node: type, leaf: Callable[[float], 
             continue
         if getattr(type(x), "_backend", None) is not None:
             const(op, x)  # raises the mixed-backends error
-        try:
-            out.append(leaf(number(op, f"element {i}", x)))
-        except TypeError:
+        if not isinstance(x, (float, int)) and not _converts(x):
             raise TypeError(
                 f"{op}: element {i} must be a Value or a number, got {type(x).__name__}"
-            ) from None
+            )
+        out.append(leaf(number(op, f"element {i}", x)))
     return out
 
 
@@ -134,7 +155,7 @@ def dot_operands(ws: Iterable[Any], xs: Iterable[Any], node: type, leaf: Callabl
 
 def floats(op: str, n: int, data: Iterable[Any]) -> list[float]:
     """``n`` numbers as floats (``set_data``'s data, one per Value)."""
-    xs = [float(x) for x in data]
+    xs = [number(op, f"element {i} of data", x) for i, x in enumerate(data)]
     if n != len(xs):
         raise ValueError(f"{op}: {n} values but {len(xs)} numbers")
     return xs
@@ -207,13 +228,14 @@ def _fmt_const(c: float) -> str:
 # ---- detect_anomaly's messages, the same as the Rust backend's ----------------------
 
 
-def _describe(v: Any) -> str:
-    return f"{v._label}={v._data!r}" if v._label else repr(v._data)
+def describe(v: Any) -> str:
+    """A node as messages show it: ``label=value``, or the value."""
+    return f"{v._label}={v.data!r}" if v._label else repr(v.data)
 
 
 def forward_anomaly(name: str, operands: Iterable[Any], out: float) -> None:
     """Raises for a non-finite output ``out`` of op ``name``."""
-    args = ", ".join(_describe(v) for v in operands)
+    args = ", ".join(describe(v) for v in operands)
     raise FloatingPointError(f"detect_anomaly: {name} produced {out!r} from operands ({args})")
 
 
@@ -221,8 +243,8 @@ def check_grads(v: Any, name: str) -> None:
     """Raises if the backward of node ``v`` (op ``name``) left a gradient non-finite."""
     for x in v._prev:
         if not math.isfinite(x._grad):
-            args = ", ".join(_describe(p) for p in v._prev)
+            args = ", ".join(describe(p) for p in v._prev)
             raise FloatingPointError(
                 f"detect_anomaly: backward of {name} gave gradient {x._grad!r} "
-                f"to operand {_describe(x)} (operands: {args})"
+                f"to operand {describe(x)} (operands: {args})"
             )

@@ -33,14 +33,36 @@ from scalargrad._convert import number as _number
 __all__ = ["OPS", "Tape", "Value", "dot", "get_data", "get_grad", "layer"]
 __all__ += ["logsumexp", "set_anomaly", "set_data", "set_grad_enabled", "sum"]
 
-_anomaly = False
+# detect_anomaly is per thread: `_here.on` says whether this thread checks, and
+# `_anomaly` counts the threads that do, so the hot paths test one global first.
+_here = threading.local()
+_anomaly = 0
+_anomaly_lock = threading.Lock()
+
+
+def _checking() -> bool:
+    """Whether this thread checks for non-finite results (``detect_anomaly``)."""
+    return _anomaly > 0 and getattr(_here, "on", False)
 
 
 def set_anomaly(on: bool) -> bool:
-    """Turns anomaly checking on or off; returns the previous setting."""
+    """Turns anomaly checking on or off for the calling thread; returns the previous
+    setting."""
     global _anomaly
-    previous, _anomaly = _anomaly, bool(on)
+    previous, _here.on = getattr(_here, "on", False), bool(on)
+    with _anomaly_lock:
+        _anomaly += int(bool(on)) - int(previous)
     return previous
+
+
+# Numbers leave the engine with one NaN, Python's float("nan") (bits 0x7ff8000000000000):
+# hardware NaNs differ in sign and payload, and whether a result is NaN never depends
+# on them, so nodes keep whatever NaN arithmetic made and the readers apply this.
+_NAN = float("nan")
+
+
+def _canon(x: float) -> float:
+    return x if x == x else _NAN
 
 
 # ---- the ops: each forward beside its derivative -----------------------------------
@@ -177,21 +199,21 @@ def _leaf_copy(data: float, grad: float, label: str) -> Value:
 
 def _binary(op: Op, a: Value, b: Value, symbol: str) -> Value:
     out = op.forward(a._data, b._data)
-    if _anomaly and not math.isfinite(out):
+    if _anomaly and not math.isfinite(out) and _checking():
         _forward_anomaly(symbol, (a, b), out)
     return _node(op, (a, b), (), out)
 
 
 def _unary(op: Op, a: Value, c: tuple[float, ...] = ()) -> Value:
     out = op.forward(a._data, c)
-    if _anomaly and not math.isfinite(out):
+    if _anomaly and not math.isfinite(out) and _checking():
         _forward_anomaly(op.kind, (a,), out)
     return _node(op, (a,), c, out)
 
 
 def _nary(op: Op, xs: tuple[Value, ...]) -> Value:
     out = op.forward([x._data for x in xs])
-    if _anomaly and not math.isfinite(out):
+    if _anomaly and not math.isfinite(out) and _checking():
         _forward_anomaly(op.kind, xs, out)
     return _node(op, xs, (), out)
 
@@ -248,7 +270,8 @@ class Value:
     @property
     def data(self) -> float:
         """The node's value."""
-        return self._data
+        x = self._data
+        return x if x == x else _NAN
 
     @data.setter
     def data(self, x: Any) -> None:
@@ -257,7 +280,8 @@ class Value:
     @property
     def grad(self) -> float:
         """d(root)/d(this node), accumulated by ``backward()``."""
-        return self._grad
+        x = self._grad
+        return x if x == x else _NAN
 
     @grad.setter
     def grad(self, x: Any) -> None:
@@ -287,22 +311,22 @@ class Value:
 
     def __repr__(self) -> str:
         if self._label:
-            return f"Value(data={self._data!r}, grad={self._grad!r}, label={self._label!r})"
-        return f"Value(data={self._data!r}, grad={self._grad!r})"
+            return f"Value(data={self.data!r}, grad={self.grad!r}, label={self._label!r})"
+        return f"Value(data={self.data!r}, grad={self.grad!r})"
 
     def __float__(self) -> float:
-        return self._data
+        return self.data
 
     # A copy is a new leaf with this node's data, grad and label, detached from the
     # graph (the same for copy.copy, copy.deepcopy and pickling).
     def __copy__(self) -> Value:
-        return _leaf_copy(self._data, self._grad, self._label)
+        return _leaf_copy(self.data, self.grad, self._label)
 
     def __deepcopy__(self, memo: dict) -> Value:
         return self.__copy__()
 
     def __reduce__(self) -> tuple:
-        return (_leaf_copy, (self._data, self._grad, self._label))
+        return (_leaf_copy, (self.data, self.grad, self._label))
 
     # Identity for hashing (a Value is a dict key by node); comparisons by data.
     __hash__ = object.__hash__
@@ -386,10 +410,10 @@ class Value:
 
     def backward(self) -> None:
         """Adds d(self)/d(node) into the ``grad`` of every node this one depends on,
-        seeding ``self.grad`` with 1.0. Iterative: any depth works."""
+        seeding ``self.grad`` with 1.0. Iterative: any depth works. An error
+        (Ctrl-C, ``detect_anomaly``) leaves every gradient as it was."""
         order = _order(self)
-        self._grad = 1.0
-        _sweep(order)
+        _sweep_or_restore(order, None)
 
 
 # ---- n-ary builders and bulk access ------------------------------------------------
@@ -433,12 +457,12 @@ def layer(
 
 def get_data(values: Iterable[Value]) -> list[float]:
     """The ``data`` of many Values."""
-    return [v._data for v in _convert.nodes("get_data", values, Value)]
+    return [_canon(v._data) for v in _convert.nodes("get_data", values, Value)]
 
 
 def get_grad(values: Iterable[Value]) -> list[float]:
     """The ``grad`` of many Values."""
-    return [v._grad for v in _convert.nodes("get_grad", values, Value)]
+    return [_canon(v._grad) for v in _convert.nodes("get_grad", values, Value)]
 
 
 def set_data(values: Iterable[Value], data: Iterable[float]) -> None:
@@ -475,7 +499,7 @@ def _order(root: Value) -> list[Value]:
 def _sweep(order: list[Value]) -> None:
     """Adds every node's contributions into its operands' gradients, in ``order``:
     each node's derivative from the op table, called as its arity says."""
-    check = _anomaly
+    check = _checking()
     for v in order:
         kind, arity, _, grad = v._row
         xs = v._prev
@@ -494,6 +518,22 @@ def _sweep(order: list[Value]) -> None:
             continue  # a leaf
         if check:
             _convert.check_grads(v, kind)
+
+
+def _sweep_or_restore(order: list[Value], zero: Optional[list[Value]]) -> None:
+    """Zeroes the gradients of ``zero`` (when given), seeds the root (``order[0]``)
+    and sweeps; on any error, puts every gradient of ``order`` back as it was before."""
+    saved = [v._grad for v in order]
+    try:
+        if zero is not None:
+            for v in zero:
+                v._grad = 0.0
+        order[0]._grad = 1.0
+        _sweep(order)
+    except BaseException:
+        for v, g in zip(order, saved):
+            v._grad = g
+        raise
 
 
 def _value(v: Value) -> float:
@@ -529,7 +569,7 @@ class Tape:
 
     def forward(self) -> None:
         """Recomputes every node from the current leaf values."""
-        check, leaf = _anomaly, _LEAF
+        check, leaf = _checking(), _LEAF
         for v in reversed(self._order):
             if v._row is not leaf:
                 out = v._data = _value(v)
@@ -542,16 +582,17 @@ class Tape:
             v._grad = 0.0
 
     def backward(self) -> None:
-        """Seeds the root with 1.0 and adds into every recorded node's gradient."""
-        self._order[0]._grad = 1.0
-        _sweep(self._order)
+        """Seeds the root with 1.0 and adds into every recorded node's gradient. An
+        interrupted call leaves every gradient as it was."""
+        _sweep_or_restore(self._order, None)
 
     def __reduce__(self) -> tuple:
         raise TypeError("cannot pickle 'Tape' object: record a new Tape from the rebuilt graph")
 
     def run(self) -> float:
-        """``forward()``, ``zero_grad()``, ``backward()``; returns the root's new value."""
+        """``forward()``, ``zero_grad()``, ``backward()``; returns the root's new value.
+        An interrupted run leaves every gradient as it was (values are recomputed by
+        the next run)."""
         self.forward()
-        self.zero_grad()
-        self.backward()
-        return self._order[0]._data
+        _sweep_or_restore(self._order, self._order)
+        return self.root.data

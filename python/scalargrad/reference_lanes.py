@@ -11,10 +11,12 @@ chunks' partial sums are added in order (``rust/lanes.rs`` explains the order).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Optional
 
 import scalargrad.reference as R
+from scalargrad._convert import describe as _describe
 
 CHUNK = 64  # rows per chunk, as in rust/lanes.rs
 
@@ -127,11 +129,16 @@ class LaneTape:
             values += [c[r] for r in range(n) for c in cols]
             if seed is not None:
                 partials.append(self._backward(vals, shared, n, seed))
+        values = [R._canon(v) for v in values]
         if no:
             out.reshape(-1)[:] = values
-        if seed is not None:
-            self._add_grads(shared, partials)
-        return R._sum(roots)
+        total = self._totals(shared, partials) if seed is not None else None
+        if R._checking():
+            _check(roots, values, no, total, self._shared_leaves)
+        if total is not None:
+            for node, s in self._shared_leaves:
+                node._grad += total[s]
+        return R._canon(R._sum(roots))
 
     # -- the steps of rust/lanes.rs --
 
@@ -179,7 +186,9 @@ class LaneTape:
                 send(args[k], [row[j][1] for row in rows])
         return partial
 
-    def _add_grads(self, shared: list[float], partials: list[list[float]]) -> None:
+    def _totals(self, shared: list[float], partials: list[list[float]]) -> list[float]:
+        """Every shared node's gradient total: the chunks' partials, then the shared
+        nodes' own backward."""
         total = [0.0] * self._n_shared
         for p in partials:
             for s in range(self._n_shared):
@@ -188,5 +197,25 @@ class LaneTape:
             xs = [shared[s] for _, s in args]
             for k, gk in _contributions(op, total[o], xs, shared[o], c):
                 total[args[k][1]] += gk
-        for node, s in self._shared_leaves:
-            node._grad += total[s]
+        return total
+
+
+def _check(roots: list, values: list, no: int, total: Optional[list], leaves: list) -> None:
+    """``detect_anomaly`` for a batched run: the first non-finite per-row root value,
+    output or shared leaf's gradient total, with the Rust backend's messages."""
+    for r, v in enumerate(roots):
+        if not math.isfinite(v):
+            raise FloatingPointError(
+                f"detect_anomaly: BatchTape sample {r} gave root value {R._canon(v)!r}"
+            )
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            raise FloatingPointError(
+                f"detect_anomaly: BatchTape sample {i // no} gave output {i % no} = {v!r}"
+            )
+    for node, s in leaves if total is not None else ():
+        if not math.isfinite(total[s]):
+            raise FloatingPointError(
+                f"detect_anomaly: BatchTape gave gradient total {R._canon(total[s])!r} "
+                f"to shared leaf {_describe(node)}"
+            )

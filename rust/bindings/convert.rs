@@ -8,7 +8,7 @@
 
 use super::value::Value;
 use crate::arena::Operand;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 
@@ -22,10 +22,12 @@ enum Read<'a, 'py> {
     OtherBackend,
     /// Strings, sequences, None, and objects that do not convert to float.
     NotNumber,
+    /// An object whose `__float__` (or `__index__`) raised: its error.
+    Failed(PyErr),
 }
 
 /// Sorts `x`. An int too large for a float is a ValueError naming `op`, as
-/// `float(10**400)` is; nothing else fails.
+/// `float(10**400)` is; an object whose `__float__` raises is `Failed`.
 #[inline]
 fn read<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Read<'a, 'py>> {
     if let Ok(v) = x.cast_exact::<Value>() {
@@ -35,11 +37,10 @@ fn read<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Read<'a, 'py>> 
         return Ok(Read::Num(f.value()));
     }
     if x.is_instance_of::<PyInt>() {
-        return x.extract::<f64>().map(Read::Num).map_err(|_| {
-            PyValueError::new_err(format!(
-                "{op}: integer {x} is too large to convert to float"
-            ))
-        });
+        return x
+            .extract::<f64>()
+            .map(Read::Num)
+            .map_err(|_| too_large(op, x));
     }
     if other_backend(x) {
         return Ok(Read::OtherBackend);
@@ -47,7 +48,46 @@ fn read<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyResult<Read<'a, 'py>> 
     if x.is_instance_of::<PyString>() {
         return Ok(Read::NotNumber);
     }
-    Ok(x.extract::<f64>().map_or(Read::NotNumber, Read::Num))
+    match x.extract::<f64>() {
+        Ok(v) => Ok(Read::Num(v)),
+        // A type that claims to convert and fails: its own error, as `float(x)` gives.
+        Err(e) if converts(x) => Ok(Read::Failed(e)),
+        Err(_) => Ok(Read::NotNumber),
+    }
+}
+
+/// Whether `x`'s type has `__float__` or `__index__` (what `float(x)` calls).
+fn converts(x: &Bound<'_, PyAny>) -> bool {
+    let t = x.get_type();
+    t.hasattr("__float__").unwrap_or(false) || t.hasattr("__index__").unwrap_or(false)
+}
+
+/// The ValueError for an int too large for a float. A huge int is shown by its
+/// size, not its digits (printing one beyond Python's digit limit fails).
+pub(super) fn too_large(op: &str, x: &Bound<'_, PyAny>) -> PyErr {
+    let bits = x
+        .call_method0("bit_length")
+        .and_then(|b| b.extract::<u64>())
+        .unwrap_or(u64::MAX);
+    let shown = if bits <= 128 {
+        x.str().map(|s| s.to_string()).unwrap_or_default()
+    } else {
+        // `~10**k`, k = floor(log10 |x|), which `math.log10` gives for any int.
+        let k = x
+            .py()
+            .import("math")
+            .and_then(|m| m.getattr("log10")?.call1((x.abs()?,)))
+            .and_then(|l| l.extract::<f64>())
+            .unwrap_or((bits - 1) as f64 * std::f64::consts::LOG10_2);
+        let sign = match x.lt(0i32) {
+            Ok(true) => "-",
+            _ => "",
+        };
+        format!("{sign}~10**{}", k.floor() as u64)
+    };
+    PyValueError::new_err(format!(
+        "{op}: integer {shown} is too large to convert to float"
+    ))
 }
 
 /// Whether `x` is a Value of the reference backend.
@@ -108,7 +148,16 @@ pub(super) fn operator_arg<'a, 'py>(op: &str, x: &'a Bound<'py, PyAny>) -> PyRes
             )))
         }
         Read::NotNumber => Ok(Arg::Other),
+        // NumPy arrays of many numbers refuse `float()`: NumPy takes over.
+        Read::Failed(e) if refusal(x.py(), &e) => Ok(Arg::Other),
+        Read::Failed(e) => Err(e),
     }
+}
+
+/// Whether `e` is how `float(x)` says no (TypeError or ValueError), as opposed to
+/// some other failure of the user's code, which passes through.
+fn refusal(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PyTypeError>(py) || e.is_instance_of::<PyValueError>(py)
 }
 
 /// The number parameter `what` of `op` (`Value(data)`, `clamp`'s bounds, ...).
@@ -122,6 +171,7 @@ pub(super) fn number_arg(op: &str, what: &str, x: &Bound<'_, PyAny>) -> PyResult
             "{op}: {what} must be a number, got {}",
             type_name(x)
         ))),
+        Read::Failed(e) => Err(e),
     }
 }
 
@@ -139,6 +189,7 @@ pub(super) fn element_arg<'a, 'py>(
             "{op}: element {i} must be a Value or a number, got {}",
             type_name(x)
         ))),
+        Read::Failed(e) => Err(e),
     }
 }
 
@@ -150,6 +201,8 @@ pub(super) fn compared(py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<Option<
         Read::Num(y) => Some(y),
         Read::OtherBackend => Some(x.extract::<f64>()?),
         Read::NotNumber => None,
+        Read::Failed(e) if refusal(py, &e) || e.is_instance_of::<PyOverflowError>(py) => None,
+        Read::Failed(e) => return Err(e),
     })
 }
 

@@ -7,15 +7,48 @@ use crate::backward;
 use pyo3::exceptions::PyFloatingPointError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Whether ops and sweeps check for non-finite results (`detect_anomaly()`).
-pub(super) static ANOMALY: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Whether ops and sweeps on this thread check for non-finite results
+    /// (`detect_anomaly()` is per thread).
+    static ANOMALY: Cell<bool> = const { Cell::new(false) };
+}
 
-/// Turns anomaly checking on or off (`scalargrad.detect_anomaly()` uses this).
+/// How many threads have checking on: while none has, the hot paths skip the
+/// thread-local lookup (one load instead).
+static ANOMALY_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether the calling thread checks for non-finite results.
+#[inline(always)]
+pub(super) fn anomaly_on() -> bool {
+    ANOMALY_THREADS.load(Ordering::Relaxed) != 0 && anomaly_on_this_thread()
+}
+
+/// Out of line, so the thread-local's address (a call in a shared library) is not
+/// computed on the hot paths ahead of the check above.
+#[cold]
+#[inline(never)]
+fn anomaly_on_this_thread() -> bool {
+    ANOMALY.with(Cell::get)
+}
+
+/// Turns anomaly checking on or off for the calling thread
+/// (`scalargrad.detect_anomaly()` uses this); returns the previous setting.
 #[pyfunction]
 pub(super) fn set_anomaly(on: bool) -> bool {
-    ANOMALY.swap(on, Ordering::Relaxed)
+    let was = ANOMALY.with(|a| a.replace(on));
+    match (was, on) {
+        (false, true) => {
+            ANOMALY_THREADS.fetch_add(1, Ordering::Relaxed);
+        }
+        (true, false) => {
+            ANOMALY_THREADS.fetch_sub(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+    was
 }
 
 /// Arena statistics: live nodes, slots, reserved bytes and bytes per node.
@@ -44,7 +77,8 @@ pub(super) fn fmt_f64(x: f64) -> String {
     }
 }
 
-fn describe(ar: &Arena, id: NodeId) -> String {
+/// A node as messages show it: `label=value`, or the value.
+pub(super) fn describe(ar: &Arena, id: NodeId) -> String {
     let label = ar.label(id);
     let data = fmt_f64(ar.data[id as usize]);
     if label.is_empty() {

@@ -2,13 +2,14 @@
 //! a batched run may use.
 
 use super::convert::type_name;
+use super::diagnostics::{anomaly_on, describe, fmt_f64};
 use super::gil::{gil_held, ARENA};
 use super::params::ids_of;
 use super::sweep::Pacer;
 use super::value::Value;
 use crate::lanes::{self, LaneError, RecordError};
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyFloatingPointError, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -196,7 +197,7 @@ impl LaneTape {
                 true
             }
         };
-        let (sum, grads) = match t.compute(
+        let (sum, grads, roots) = match t.compute(
             &shared,
             &xv,
             rows,
@@ -212,6 +213,31 @@ impl LaneTape {
             }
             Err(e) => return Err(memory(e)),
         };
+        if anomaly_on() {
+            let no = t.n_outputs();
+            let bad = |v: &f64| !v.is_finite();
+            if let Some(r) = roots.iter().position(bad) {
+                return Err(PyFloatingPointError::new_err(format!(
+                    "detect_anomaly: BatchTape sample {r} gave root value {}",
+                    fmt_f64(roots[r])
+                )));
+            }
+            if let Some(i) = outv.iter().position(bad) {
+                return Err(PyFloatingPointError::new_err(format!(
+                    "detect_anomaly: BatchTape sample {} gave output {} = {}",
+                    i / no,
+                    i % no,
+                    fmt_f64(outv[i])
+                )));
+            }
+            if let Some((id, g)) = grads.as_ref().and_then(|g| t.first_non_finite_total(g)) {
+                return Err(PyFloatingPointError::new_err(format!(
+                    "detect_anomaly: BatchTape gave gradient total {} to shared leaf {}",
+                    fmt_f64(g),
+                    describe(&ARENA.lock(py), id)
+                )));
+            }
+        }
         if let Some(g) = grads {
             t.add_grads(&mut ARENA.lock(py), &g);
         }

@@ -2,16 +2,15 @@
 //! `layer`.
 
 use super::convert::{self, Arg};
-use super::diagnostics::{forward_anomaly, node_anomaly, ANOMALY};
+use super::diagnostics::{anomaly_on, forward_anomaly, node_anomaly};
 use super::gil::ARENA;
 use super::handles::{register, wrap};
 use super::value::{arena_error, Value};
-use crate::arena::{Arena, ArenaError, NodeId, Operand};
+use crate::arena::{reserve, Arena, ArenaError, NodeId, Operand};
 use crate::ops::Op;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
-use std::sync::atomic::Ordering;
 
 /// The length of a list or tuple (0 for other iterables, whose length may be
 /// unknown or costly to ask).
@@ -31,17 +30,25 @@ fn collect_args<'py>(
     items: &Bound<'py, PyAny>,
 ) -> PyResult<(Vec<Operand>, Vec<Bound<'py, Value>>)> {
     let hint = size_hint(items);
-    let mut ops_ = Vec::with_capacity(hint);
-    let mut nodes = Vec::with_capacity(hint);
+    let (mut ops_, mut nodes) = (Vec::new(), Vec::new());
+    grow(&mut ops_, hint)?;
+    grow(&mut nodes, hint)?;
     for (i, item) in items.try_iter()?.enumerate() {
         let item = item?;
         let arg = convert::element_arg(op, i, &item)?;
+        grow(&mut ops_, 1)?;
         ops_.push(arg.operand());
         if let Arg::Node(v) = arg {
+            grow(&mut nodes, 1)?;
             nodes.push(v.clone());
         }
     }
     Ok((ops_, nodes))
+}
+
+/// Room for `extra` more items in `v`, or a MemoryError.
+fn grow<T>(v: &mut Vec<T>, extra: usize) -> PyResult<()> {
+    reserve(v, extra).map_err(arena_error)
 }
 
 fn nary(
@@ -57,7 +64,7 @@ fn nary(
             register(&mut ar, v);
         }
         let (out, id) = build(&mut ar);
-        if ANOMALY.load(Ordering::Relaxed) && !out.is_finite() {
+        if anomaly_on() && !out.is_finite() {
             let err = forward_anomaly(&ar, name, operands, out);
             if let Ok(id) = id {
                 ar.incref(id);
@@ -86,6 +93,8 @@ pub(super) fn sum(
         None => (Vec::new(), Vec::new()),
     };
     let (more, more_nodes) = collect_args("sum", values)?;
+    grow(&mut operands, more.len())?;
+    grow(&mut nodes, more_nodes.len())?;
     operands.extend(more);
     nodes.extend(more_nodes);
     nary(py, "sum", &nodes, &operands, |ar| {
@@ -124,8 +133,11 @@ pub(super) fn dot(
             x.len()
         )));
     }
+    grow(&mut nodes, xn.len())?;
     nodes.extend(xn);
-    let all: Vec<Operand> = w.iter().chain(&x).copied().collect();
+    let mut all: Vec<Operand> = Vec::new();
+    grow(&mut all, w.len() + x.len())?;
+    all.extend(w.iter().chain(&x));
     nary(py, "dot", &nodes, &all, |ar| {
         let out = ar.peek_dot(&w, &x);
         (out, super::grad_mode::nary(ar, out, |ar| ar.dot(&w, &x)))
@@ -157,9 +169,10 @@ pub(super) fn layer<'py>(
     let (xs, mut nodes) = collect_args("layer", x)?;
     let nin = xs.len();
     let nout = size_hint(ws);
-    nodes.reserve(nout * (nin + 1));
+    grow(&mut nodes, nout.saturating_mul(nin + 1))?;
     // All weights in one flat buffer, a row per neuron.
-    let mut w_ids = Vec::with_capacity(nout * nin);
+    let mut w_ids = Vec::new();
+    grow(&mut w_ids, nout.saturating_mul(nin))?;
     let mut rows = 0;
     for row in ws.try_iter()? {
         let (got, all_values) = value_ids(&row?, &mut w_ids, &mut nodes)?;
@@ -170,7 +183,8 @@ pub(super) fn layer<'py>(
         }
         rows += 1;
     }
-    let mut b_ids = Vec::with_capacity(rows);
+    let mut b_ids = Vec::new();
+    grow(&mut b_ids, rows)?;
     let (got, all_values) = value_ids(bs, &mut b_ids, &mut nodes)?;
     if got != rows || !all_values {
         return Err(PyValueError::new_err(format!(
@@ -184,7 +198,7 @@ pub(super) fn layer<'py>(
             register(&mut ar, v);
         }
         let outs = ar.layer(&w_rows, &b_ids, &xs, act).map_err(arena_error)?;
-        if ANOMALY.load(Ordering::Relaxed) {
+        if anomaly_on() {
             if let Some(err) = layer_anomaly(&ar, &outs) {
                 for &o in &outs {
                     ar.decref(o);
@@ -212,6 +226,8 @@ fn value_ids<'py>(
         n += 1;
         match item?.cast_into_exact::<Value>() {
             Ok(v) => {
+                grow(ids, 1)?;
+                grow(held, 1)?;
                 ids.push(v.get().id);
                 held.push(v);
             }

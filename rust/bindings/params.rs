@@ -1,10 +1,11 @@
 //! The `ParamGroup` class (optimizer steps over many parameters in one call) and
 //! bulk reads and writes of many Values' `data` and `grad`.
 
-use super::convert::type_name;
+use super::convert::{number_arg, type_name};
 use super::gil::{gil_held, ARENA};
 use super::value::Value;
 use crate::arena::NodeId;
+use crate::ops::canon;
 use crate::optim;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -107,7 +108,8 @@ impl ParamGroup {
     /// The optimizer state: `(velocity or first moments, second moments)`.
     fn state(&self) -> (Vec<f64>, Vec<f64>) {
         let state = self.state.lock();
-        (state[0].clone(), state[1].clone())
+        let out = |v: &[f64]| v.iter().map(|&x| canon(x)).collect();
+        (out(&state[0]), out(&state[1]))
     }
 }
 
@@ -116,7 +118,7 @@ impl ParamGroup {
 pub(super) fn get_data(values: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     let ids = ids_of("get_data", values)?;
     let ar = ARENA.lock(values.py());
-    Ok(ids.iter().map(|&i| ar.data[i as usize]).collect())
+    Ok(ids.iter().map(|&i| canon(ar.data[i as usize])).collect())
 }
 
 /// The `grad` of many Values in one call.
@@ -124,13 +126,22 @@ pub(super) fn get_data(values: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
 pub(super) fn get_grad(values: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     let ids = ids_of("get_grad", values)?;
     let ar = ARENA.lock(values.py());
-    Ok(ids.iter().map(|&i| ar.grad[i as usize]).collect())
+    Ok(ids.iter().map(|&i| canon(ar.grad[i as usize])).collect())
 }
 
 /// Sets the `data` of many Values in one call; checks everything first.
 #[pyfunction]
-pub(super) fn set_data(values: &Bound<'_, PyAny>, data: Vec<f64>) -> PyResult<()> {
+pub(super) fn set_data(values: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
     let ids = ids_of("set_data", values)?;
+    let mut numbers = Vec::new();
+    for (i, x) in data.try_iter()?.enumerate() {
+        numbers.push(number_arg(
+            "set_data",
+            &format!("element {i} of data"),
+            &x?,
+        )?);
+    }
+    let data = numbers;
     if ids.len() != data.len() {
         return Err(PyValueError::new_err(format!(
             "set_data: {} values but {} numbers",

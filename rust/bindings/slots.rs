@@ -14,7 +14,7 @@
 //! at the offset PyO3 put it, measured once on a real instance at start-up. If the
 //! layout is not what is expected, the slots are not installed at all.
 
-use super::diagnostics::ANOMALY;
+use super::diagnostics::anomaly_on;
 use super::gil::{gil_held, ARENA};
 use super::handles::{keep_handle, value_alloc, VALUE_TYPE};
 use super::value::{leaf_copy, Value};
@@ -106,7 +106,7 @@ unsafe fn fast_binary(
     op: Op,
     o: &Originals,
 ) -> Option<*mut ffi::PyObject> {
-    if ANOMALY.load(Ordering::Relaxed) {
+    if anomaly_on() {
         return None;
     }
     let tp = VALUE_TYPE.load(Ordering::Relaxed);
@@ -225,7 +225,7 @@ binary_slot!(nb_div, Op::Div, div);
 unsafe extern "C" fn nb_neg(x: *mut ffi::PyObject) -> *mut ffi::PyObject {
     let o = originals();
     let fast_neg = || {
-        if ANOMALY.load(Ordering::Relaxed) {
+        if anomaly_on() {
             return None;
         }
         let tp = VALUE_TYPE.load(Ordering::Relaxed);

@@ -1,12 +1,12 @@
 //! Long passes over the arena from Python (`backward()`, a `Tape`'s forward and
 //! backward), cut into chunks so that other threads and Ctrl-C get their turn.
 
-use super::diagnostics::{backward_anomaly, node_anomaly, ANOMALY};
+use super::diagnostics::{anomaly_on, backward_anomaly, node_anomaly};
 use super::gil::{GilCell, ARENA};
-use crate::arena::NodeId;
+use super::value::arena_error;
+use crate::arena::{ArenaError, NodeId};
 use crate::{backward, replay};
 use pyo3::prelude::*;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The buffer of the last `backward()`'s order, reused by the next one.
@@ -19,33 +19,124 @@ const SIGNAL_CHUNK: usize = 1 << 16;
 /// Sweeps over fewer nodes than this never pause.
 const PAUSE_MIN_NODES: usize = 1 << 20;
 
-/// `Value.backward()`: orders the graph under `root`, seeds it and sweeps.
+/// `Value.backward()`: orders the graph under `root`, seeds it and sweeps. An
+/// error (Ctrl-C, `MemoryError`, `detect_anomaly`) leaves every gradient as it was.
 pub(super) fn backward(py: Python<'_>, root: NodeId) -> PyResult<()> {
-    let check = ANOMALY.load(Ordering::Relaxed);
+    let check = anomaly_on();
     let started = Instant::now(); // ordering a huge graph counts towards a pause
     let mut order = std::mem::take(&mut SPARE_ORDER.lock(py).0);
-    {
-        let mut ar = ARENA.lock(py);
-        backward::order_into(&mut ar, root, &mut order);
-        ar.grad[root as usize] = 1.0;
-    }
+    let pacer = order_interruptibly(py, root, &mut order, started)?;
+    let mut pacer = pacer.unwrap_or_else(|| Pacer::new(py, order.len(), started));
     // The root's handle keeps the whole graph alive, and nothing can change a
     // node's operands, so the order stays valid between chunks.
-    sweep_interruptibly(py, &order, check, started)?;
+    let saved = Snapshot::take(py, &order, check || pacer.is_active())?;
+    ARENA.lock(py).grad[root as usize] = 1.0;
+    let swept = sweep_interruptibly(py, &order, check, &mut pacer);
+    saved.restore_if_err(py, &order, &swept);
+    swept?;
     if order.capacity() <= 1 << 20 {
         SPARE_ORDER.lock(py).0 = order; // for the next backward()
     }
     Ok(())
 }
 
+/// `backward::order_into` a chunk at a time, pausing between chunks as sweeps do
+/// (see `Pacer`). Returns the pacer if the walk was long enough to need one.
+fn order_interruptibly(
+    py: Python<'_>,
+    root: NodeId,
+    order: &mut Vec<NodeId>,
+    started: Instant,
+) -> PyResult<Option<Pacer>> {
+    let mut pacer: Option<Pacer> = None;
+    let mut restarted = false;
+    let mut walk = backward::Walk::start(&mut ARENA.lock(py), root, order);
+    loop {
+        let step = {
+            let mut ar = ARENA.lock(py);
+            if !walk.is_current(&ar) {
+                // Another thread walked a graph during a pause: start over, this
+                // time in one go (two threads taking turns would otherwise restart
+                // each other for ever).
+                walk.finish(&mut ar);
+                walk = backward::Walk::start(&mut ar, root, order);
+                restarted = true;
+            }
+            // Graphs too small to pause for are walked in one go.
+            let budget = match pacer {
+                _ if restarted => usize::MAX,
+                None => PAUSE_MIN_NODES,
+                Some(_) => SIGNAL_CHUNK,
+            };
+            let step = walk.run(&mut ar, order, budget);
+            if !matches!(step, Ok(false)) {
+                walk.finish(&mut ar);
+                return match step {
+                    Ok(_) => Ok(pacer),
+                    Err(e) => Err(arena_error(e)),
+                };
+            }
+            step
+        };
+        debug_assert!(matches!(step, Ok(false)));
+        // usize::MAX nodes: a walk this long pauses like a long sweep.
+        pacer
+            .get_or_insert_with(|| Pacer::new(py, usize::MAX, started))
+            .tick(py)?;
+    }
+}
+
+/// The gradients of the nodes of an order before a sweep that may fail partway
+/// (a long one that Ctrl-C can interrupt, or one that `detect_anomaly` checks),
+/// put back if it does: so calling again gives the uninterrupted result.
+pub(super) struct Snapshot(Option<Vec<f64>>);
+
+impl Snapshot {
+    pub(super) fn take(py: Python<'_>, order: &[NodeId], needed: bool) -> PyResult<Snapshot> {
+        if !needed {
+            let mut spare = SPARE_SNAPSHOT.lock(py);
+            if spare.0.capacity() != 0 {
+                spare.0 = Vec::new();
+            }
+            return Ok(Snapshot(None));
+        }
+        // The last snapshot's buffer, its pages already mapped: a fresh one costs
+        // a page fault per 512 nodes, as much again as the copy.
+        let mut saved = std::mem::take(&mut SPARE_SNAPSHOT.lock(py).0);
+        saved.clear();
+        saved
+            .try_reserve_exact(order.len())
+            .map_err(|_| arena_error(ArenaError::Memory))?;
+        let ar = ARENA.lock(py);
+        saved.extend(order.iter().map(|&id| ar.grad[id as usize]));
+        Ok(Snapshot(Some(saved)))
+    }
+
+    pub(super) fn restore_if_err<T>(self, py: Python<'_>, order: &[NodeId], r: &PyResult<T>) {
+        if let Some(saved) = self.0 {
+            if r.is_err() {
+                let mut ar = ARENA.lock(py);
+                for (&id, &g) in order.iter().zip(&saved) {
+                    ar.grad[id as usize] = g;
+                }
+            }
+            // Kept for the next large sweep (a small one lets it go: `take`).
+            SPARE_SNAPSHOT.lock(py).0 = saved;
+        }
+    }
+}
+
+/// The buffer of the last snapshot, reused by the next.
+struct SpareSnapshot(Vec<f64>);
+static SPARE_SNAPSHOT: GilCell<SpareSnapshot> = GilCell::new(SpareSnapshot(Vec::new()));
+
 /// Backward over `order` in chunks, pausing between some of them (see `Pacer`).
 pub(super) fn sweep_interruptibly(
     py: Python<'_>,
     order: &[NodeId],
     check: bool,
-    started: Instant,
+    pacer: &mut Pacer,
 ) -> PyResult<()> {
-    let mut pacer = Pacer::new(py, order.len(), started);
     for chunk in order.chunks(SIGNAL_CHUNK) {
         {
             let mut ar = ARENA.lock(py);
@@ -89,6 +180,11 @@ pub(super) struct Pacer {
 }
 
 impl Pacer {
+    /// Whether this pacer ever pauses.
+    pub(super) fn is_active(&self) -> bool {
+        self.next.is_some()
+    }
+
     pub(super) fn new(py: Python<'_>, nodes: usize, started: Instant) -> Self {
         if nodes < PAUSE_MIN_NODES {
             return Pacer {

@@ -1,15 +1,16 @@
 //! The `Tape` class: a recorded graph re-run forward and backward from Python.
 
 use super::convert::type_name;
-use super::diagnostics::ANOMALY;
+use super::diagnostics::anomaly_on;
 use super::gil::{gil_held, ARENA};
 use super::handles::handle_for;
-use super::sweep::{forward_interruptibly, sweep_interruptibly};
-use super::value::Value;
+use super::sweep::{forward_interruptibly, sweep_interruptibly, Pacer, Snapshot};
+use super::value::{arena_error, Value};
+use crate::ops::canon;
 use crate::replay;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 /// A recorded graph that can be re-run: `forward()` recomputes every node from the
@@ -29,6 +30,9 @@ pub struct Tape {
     // Immutable once recorded, so no lock: a long replay that lets other threads
     // run between chunks never holds anything they could wait on.
     inner: Option<replay::Tape>,
+    /// The root's handle, made on first use, so `root` is the same object each time
+    /// (a Value refers to no Python object, so this makes no cycle).
+    root: OnceLock<Py<Value>>,
 }
 
 impl Drop for Tape {
@@ -60,15 +64,23 @@ impl Tape {
                 type_name(root)
             ))
         })?;
-        let tape = replay::Tape::record(&mut ARENA.lock(root.py()), root.get().id);
-        Ok(Tape { inner: Some(tape) })
+        let tape =
+            replay::Tape::record(&mut ARENA.lock(root.py()), root.get().id).map_err(arena_error)?;
+        Ok(Tape {
+            inner: Some(tape),
+            root: OnceLock::from(root.clone().unbind()),
+        })
     }
 
-    /// The recorded root.
+    /// The recorded root (the same object each time).
     #[getter]
     fn root(&self, py: Python<'_>) -> PyResult<Py<Value>> {
+        if let Some(r) = self.root.get() {
+            return Ok(r.clone_ref(py));
+        }
         let id = self.with(|t| t.root());
-        handle_for(py, id)
+        let r = handle_for(py, id)?;
+        Ok(self.root.get_or_init(|| r).clone_ref(py))
     }
 
     fn __len__(&self) -> usize {
@@ -77,8 +89,29 @@ impl Tape {
 
     /// Recomputes every node from the current leaf values.
     fn forward(&self, py: Python<'_>) -> PyResult<()> {
-        let check = ANOMALY.load(Ordering::Relaxed);
+        let check = anomaly_on();
         self.with(|t| forward_interruptibly(py, t.order(), check))
+    }
+
+    /// Seeds the root with 1.0 and adds into every recorded node's gradient
+    /// (zeroing them first with `zero`); on an error (Ctrl-C, `detect_anomaly`)
+    /// every gradient is as it was before.
+    fn sweep(&self, py: Python<'_>, zero: bool) -> PyResult<()> {
+        let check = anomaly_on();
+        self.with(|t| {
+            let mut pacer = Pacer::new(py, t.len(), Instant::now());
+            let saved = Snapshot::take(py, t.order(), check || pacer.is_active())?;
+            {
+                let mut ar = ARENA.lock(py);
+                if zero {
+                    t.zero_grad(&mut ar);
+                }
+                ar.grad[t.root() as usize] = 1.0;
+            }
+            let swept = sweep_interruptibly(py, t.order(), check, &mut pacer);
+            saved.restore_if_err(py, t.order(), &swept);
+            swept
+        })
     }
 
     /// Sets the gradient of every recorded node (parameters included) to 0.
@@ -86,30 +119,29 @@ impl Tape {
         self.with(|t| t.zero_grad(&mut ARENA.lock(py)))
     }
 
-    /// Seeds the root with 1.0 and adds into every recorded node's gradient.
+    /// Seeds the root with 1.0 and adds into every recorded node's gradient. An
+    /// interrupted call leaves every gradient as it was.
     fn backward(&self, py: Python<'_>) -> PyResult<()> {
-        let check = ANOMALY.load(Ordering::Relaxed);
-        self.with(|t| {
-            ARENA.lock(py).grad[t.root() as usize] = 1.0;
-            sweep_interruptibly(py, t.order(), check, Instant::now())
-        })
+        self.sweep(py, false)
     }
 
-    /// `forward()`, `zero_grad()`, `backward()`; returns the root's new value.
+    /// `forward()`, `zero_grad()`, `backward()`; returns the root's new value. An
+    /// interrupted run leaves every gradient as it was (values are recomputed by
+    /// the next run).
     fn run(&self, py: Python<'_>) -> PyResult<f64> {
-        if !ANOMALY.load(Ordering::Relaxed) {
+        if !anomaly_on() {
             // Tapes of up to a million nodes run compiled, in one go.
             let done = self.with(|t| {
                 let mut ar = ARENA.lock(py);
-                t.run_compiled(&mut ar).then(|| ar.data[t.root() as usize])
-            });
+                let done = t.run_compiled(&mut ar).map_err(arena_error)?;
+                Ok::<_, PyErr>(done.then(|| canon(ar.data[t.root() as usize])))
+            })?;
             if let Some(value) = done {
                 return Ok(value);
             }
         }
         self.forward(py)?;
-        self.zero_grad(py);
-        self.backward(py)?;
-        Ok(self.with(|t| ARENA.lock(py).data[t.root() as usize]))
+        self.sweep(py, true)?;
+        Ok(self.with(|t| canon(ARENA.lock(py).data[t.root() as usize])))
     }
 }

@@ -2,18 +2,18 @@
 //! operators, ops and attributes.
 
 use super::convert::{self, Arg, Label};
-use super::diagnostics::{fmt_f64, forward_anomaly, ANOMALY};
+use super::diagnostics::{anomaly_on, fmt_f64, forward_anomaly};
 use super::gil::{gil_held, ARENA};
 use super::habits;
 use super::handles::{operand_handles, register, wrap};
 use super::sweep;
 use crate::arena::{ArenaError, NodeId, Operand};
-use crate::ops::Op;
+use crate::ops::{canon, Op};
 use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyFloat, PyInt, PyString, PyTuple};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// A scalar node of the graph. A small handle to a node in the Rust arena.
 ///
@@ -55,7 +55,11 @@ impl Value {
     fn parts(&self, py: Python<'_>) -> (f64, f64, String) {
         let ar = ARENA.lock(py);
         let i = self.id as usize;
-        (ar.data[i], ar.grad[i], ar.label(self.id).to_string())
+        (
+            canon(ar.data[i]),
+            canon(ar.grad[i]),
+            ar.label(self.id).to_string(),
+        )
     }
 }
 
@@ -68,7 +72,10 @@ pub(super) fn leaf_copy(py: Python<'_>, data: f64, grad: f64, label: &str) -> Py
         let id = ar.leaf(data).map_err(arena_error)?;
         ar.incref(id);
         ar.grad[id as usize] = grad;
-        ar.set_label(id, label);
+        if let Err(e) = ar.set_label(id, label) {
+            ar.release(id);
+            return Err(arena_error(e));
+        }
         id
     };
     wrap(py, id)
@@ -77,6 +84,9 @@ pub(super) fn leaf_copy(py: Python<'_>, data: f64, grad: f64, label: &str) -> Py
 pub(super) fn arena_error(e: ArenaError) -> PyErr {
     match e {
         ArenaError::Full => PyMemoryError::new_err("scalargrad: the arena is full (2**32 nodes)"),
+        ArenaError::Memory => PyMemoryError::new_err(
+            "scalargrad: out of memory (the graph is as it was before this call)",
+        ),
         ArenaError::Stale(id) => {
             PyRuntimeError::new_err(format!("scalargrad: node {id} is not live"))
         }
@@ -113,7 +123,7 @@ fn binary(py: Python<'_>, op: Op, x: &Arg<'_, '_>, y: &Arg<'_, '_>) -> PyResult<
                 register(&mut ar, v);
             }
         }
-        if ANOMALY.load(Ordering::Relaxed) {
+        if anomaly_on() {
             let out = ar.peek_binary(op, ox, oy);
             if !out.is_finite() {
                 return Err(forward_anomaly(&ar, op.symbol(), &[ox, oy], out));
@@ -131,7 +141,7 @@ fn unary(slf: &Bound<'_, Value>, op: Op, c: [f64; 2]) -> PyResult<Py<Value>> {
     let id = {
         let mut ar = ARENA.lock(slf.py());
         register(&mut ar, slf);
-        if ANOMALY.load(Ordering::Relaxed) {
+        if anomaly_on() {
             let out = ar.peek_unary(op, a, c);
             if !out.is_finite() {
                 return Err(forward_anomaly(&ar, op.kind(), &[Operand::Node(a)], out));
@@ -190,7 +200,10 @@ value_methods! {
         let mut ar = ARENA.lock(py);
         let id = ar.leaf(x).map_err(arena_error)?;
         ar.incref(id);
-        ar.set_label(id, &label.0);
+        if let Err(e) = ar.set_label(id, &label.0) {
+            ar.release(id);
+            return Err(arena_error(e));
+        }
         Ok(Value::of(id))
     }
 
@@ -202,7 +215,8 @@ value_methods! {
     /// The node's value.
     #[getter]
     pub(super) fn data(&self, py: Python<'_>) -> f64 {
-        ARENA.lock(py).data[self.id as usize]
+        // Numbers leave the engine with one NaN (see `ops::canon`).
+        canon(ARENA.lock(py).data[self.id as usize])
     }
 
     #[setter]
@@ -215,7 +229,7 @@ value_methods! {
     /// d(root)/d(this node), accumulated by `backward()`.
     #[getter]
     fn grad(&self, py: Python<'_>) -> f64 {
-        ARENA.lock(py).grad[self.id as usize]
+        canon(ARENA.lock(py).grad[self.id as usize])
     }
 
     #[setter]
@@ -231,8 +245,11 @@ value_methods! {
     }
 
     #[setter]
-    fn set_label(&self, py: Python<'_>, label: Label) {
-        ARENA.lock(py).set_label(self.id, &label.0);
+    fn set_label(&self, py: Python<'_>, label: Label) -> PyResult<()> {
+        ARENA
+            .lock(py)
+            .set_label(self.id, &label.0)
+            .map_err(arena_error)
     }
 
     /// The op that made this node, as micrograd names it (`"+"`, `"*"`, `"**2"`, `"ReLU"`; `""` for leaves).
