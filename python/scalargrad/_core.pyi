@@ -138,6 +138,7 @@ class LaneTape:
 
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
+
 @final
 class ParamGroup:
     """Parameters stepped, zeroed and read in one call into Rust."""

@@ -52,6 +52,27 @@ impl Tape {
             .as_ref()
             .expect("a Tape is recorded at construction"))
     }
+
+    /// Seeds the root with 1.0 and adds into every recorded node's gradient
+    /// (zeroing them first with `zero`); on an error (Ctrl-C, `detect_anomaly`)
+    /// every gradient is as it was before.
+    fn sweep(&self, py: Python<'_>, zero: bool) -> PyResult<()> {
+        let check = anomaly_on();
+        self.with(|t| {
+            let mut pacer = Pacer::new(py, t.len(), Instant::now());
+            let saved = Snapshot::take(py, t.order(), check || pacer.is_active())?;
+            {
+                let mut ar = ARENA.lock(py);
+                if zero {
+                    t.zero_grad(&mut ar);
+                }
+                ar.grad[t.root() as usize] = 1.0;
+            }
+            let swept = sweep_interruptibly(py, t.order(), check, &mut pacer);
+            saved.restore_if_err(py, t.order(), &swept);
+            swept
+        })
+    }
 }
 
 #[pymethods]
@@ -91,27 +112,6 @@ impl Tape {
     fn forward(&self, py: Python<'_>) -> PyResult<()> {
         let check = anomaly_on();
         self.with(|t| forward_interruptibly(py, t.order(), check))
-    }
-
-    /// Seeds the root with 1.0 and adds into every recorded node's gradient
-    /// (zeroing them first with `zero`); on an error (Ctrl-C, `detect_anomaly`)
-    /// every gradient is as it was before.
-    fn sweep(&self, py: Python<'_>, zero: bool) -> PyResult<()> {
-        let check = anomaly_on();
-        self.with(|t| {
-            let mut pacer = Pacer::new(py, t.len(), Instant::now());
-            let saved = Snapshot::take(py, t.order(), check || pacer.is_active())?;
-            {
-                let mut ar = ARENA.lock(py);
-                if zero {
-                    t.zero_grad(&mut ar);
-                }
-                ar.grad[t.root() as usize] = 1.0;
-            }
-            let swept = sweep_interruptibly(py, t.order(), check, &mut pacer);
-            saved.restore_if_err(py, t.order(), &swept);
-            swept
-        })
     }
 
     /// Sets the gradient of every recorded node (parameters included) to 0.
