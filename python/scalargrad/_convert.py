@@ -13,6 +13,7 @@ function must tell the reference's own nodes apart, the caller passes its class.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
@@ -248,3 +249,64 @@ def check_grads(v: Any, name: str) -> None:
                 f"detect_anomaly: backward of {name} gave gradient {x._grad!r} "
                 f"to operand {describe(x)} (operands: {args})"
             )
+
+
+# ---- a Value's number habits, as of its float ``data`` ------------------------------
+
+
+def item(v: Any) -> float:
+    """``data`` as a float, as PyTorch's ``Tensor.item()``. A Value also formats,
+    converts and tests as its float does (``bool`` as a 0-d tensor: non-zero is true):
+
+    >>> from scalargrad.reference import Value
+    >>> v = Value(2.71828)
+    >>> v.item(), f"{v:.2f}", int(v), round(v), round(v, 1), bool(v), bool(Value(0.0))
+    (2.71828, '2.72', 2, 3, 2.7, True, False)
+    """
+    return v.data  # type: ignore[no-any-return]
+
+
+def as_int(v: Any) -> int:
+    return int(v.data)  # NaN and infinities raise, as for a float
+
+
+def as_round(v: Any, ndigits: Optional[Any] = None) -> Any:
+    try:
+        return round(v.data, ndigits)
+    except TypeError:
+        raise TypeError(
+            f"round: ndigits must be an integer or None, got {type(ndigits).__name__}"
+        ) from None
+
+
+def as_bool(v: Any) -> bool:
+    return v.data != 0.0  # NaN is true, as for a float
+
+
+def as_format(v: Any, spec: str) -> str:
+    if not spec:
+        return str(v)
+    try:
+        return format(v.data, spec)
+    except ValueError as e:
+        raise ValueError(f"format(Value, {spec!r}): {e}") from None
+
+
+class ThreadFlag:
+    """A switch each thread sets for itself (``detect_anomaly``, ``no_grad``), with a
+    count of the threads that have it on, so a hot path tests one number first."""
+
+    def __init__(self) -> None:
+        self.here = threading.local()
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def on(self) -> bool:
+        return self.count > 0 and getattr(self.here, "on", False)
+
+    def set(self, on: bool) -> bool:
+        """Sets the calling thread's switch; returns its previous setting."""
+        previous, self.here.on = getattr(self.here, "on", False), bool(on)
+        with self._lock:
+            self.count += int(bool(on)) - int(previous)
+        return previous

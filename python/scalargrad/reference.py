@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import operator
-import threading
 from collections.abc import Iterable
 from functools import reduce
 from typing import Any, Callable, NamedTuple, Optional
@@ -33,26 +32,25 @@ from scalargrad._convert import number as _number
 __all__ = ["OPS", "Tape", "Value", "dot", "get_data", "get_grad", "layer"]
 __all__ += ["logsumexp", "set_anomaly", "set_data", "set_grad_enabled", "sum"]
 
-# detect_anomaly is per thread: `_here.on` says whether this thread checks, and
-# `_anomaly` counts the threads that do, so the hot paths test one global first.
-_here = threading.local()
-_anomaly = 0
-_anomaly_lock = threading.Lock()
+_anomaly = _convert.ThreadFlag()  # detect_anomaly(), per thread
+_no_grad = _convert.ThreadFlag()  # no_grad(), per thread
 
 
 def _checking() -> bool:
     """Whether this thread checks for non-finite results (``detect_anomaly``)."""
-    return _anomaly > 0 and getattr(_here, "on", False)
+    return _anomaly.on()
 
 
 def set_anomaly(on: bool) -> bool:
     """Turns anomaly checking on or off for the calling thread; returns the previous
     setting."""
-    global _anomaly
-    previous, _here.on = getattr(_here, "on", False), bool(on)
-    with _anomaly_lock:
-        _anomaly += int(bool(on)) - int(previous)
-    return previous
+    return _anomaly.set(on)
+
+
+def set_grad_enabled(on: bool) -> bool:
+    """Turns graph recording on or off for the calling thread (``no_grad()`` uses
+    this); returns the previous setting. Off, every op's result is a new leaf."""
+    return not _no_grad.set(not on)
 
 
 # Numbers leave the engine with one NaN, Python's float("nan") (bits 0x7ff8000000000000):
@@ -162,26 +160,10 @@ OPS = tuple(_TABLE)
 
 _new = object.__new__
 
-# no_grad() is per thread: `_grad_here.off` says whether this thread records no
-# graph, and `_grad_off` counts the threads that do not, so `_node` tests one global.
-_grad_here = threading.local()
-_grad_off = 0
-_grad_lock = threading.Lock()
-
-
-def set_grad_enabled(on: bool) -> bool:
-    """Turns graph recording on or off for the calling thread (``no_grad()`` uses
-    this); returns the previous setting. Off, every op's result is a new leaf."""
-    global _grad_off
-    was_off, _grad_here.off = getattr(_grad_here, "off", False), not on
-    with _grad_lock:
-        _grad_off += int(not on) - int(was_off)
-    return not was_off
-
 
 def _node(op: Op, prev: tuple[Value, ...], c: tuple[float, ...], out: float) -> Value:
     v = _new(Value)
-    if _grad_off and getattr(_grad_here, "off", False):
+    if _no_grad.count and _no_grad.on():
         op, prev, c = _LEAF, (), ()  # no_grad(): the value, and no graph
     v._data, v._grad, v._label, v._prev, v._row, v._c = out, 0.0, "", prev, op, c
     return v
@@ -199,21 +181,21 @@ def _leaf_copy(data: float, grad: float, label: str) -> Value:
 
 def _binary(op: Op, a: Value, b: Value, symbol: str) -> Value:
     out = op.forward(a._data, b._data)
-    if _anomaly and not math.isfinite(out) and _checking():
+    if _anomaly.count and not math.isfinite(out) and _anomaly.on():
         _forward_anomaly(symbol, (a, b), out)
     return _node(op, (a, b), (), out)
 
 
 def _unary(op: Op, a: Value, c: tuple[float, ...] = ()) -> Value:
     out = op.forward(a._data, c)
-    if _anomaly and not math.isfinite(out) and _checking():
+    if _anomaly.count and not math.isfinite(out) and _anomaly.on():
         _forward_anomaly(op.kind, (a,), out)
     return _node(op, (a,), c, out)
 
 
 def _nary(op: Op, xs: tuple[Value, ...]) -> Value:
     out = op.forward([x._data for x in xs])
-    if _anomaly and not math.isfinite(out) and _checking():
+    if _anomaly.count and not math.isfinite(out) and _anomaly.on():
         _forward_anomaly(op.kind, xs, out)
     return _node(op, xs, (), out)
 
@@ -363,37 +345,8 @@ class Value:
         return self.abs()
 
     # Python's number habits, as of the float ``data`` (as for PyTorch's 0-d tensors).
-    def item(self) -> float:
-        """``data`` as a float, as PyTorch's ``Tensor.item()``. A Value also formats,
-        converts and tests as its float does (``bool`` as a 0-d tensor: non-zero is true):
-
-        >>> v = Value(2.71828)
-        >>> v.item(), f"{v:.2f}", int(v), round(v), round(v, 1), bool(v), bool(Value(0.0))
-        (2.71828, '2.72', 2, 3, 2.7, True, False)
-        """
-        return self.data
-
-    def __int__(self) -> int:
-        return int(self.data)  # NaN and infinities raise, as for a float
-
-    def __round__(self, ndigits: Optional[Any] = None) -> Any:
-        try:
-            return round(self.data, ndigits)
-        except TypeError:
-            raise TypeError(
-                f"round: ndigits must be an integer or None, got {type(ndigits).__name__}"
-            ) from None
-
-    def __bool__(self) -> bool:
-        return self.data != 0.0  # NaN is true, as for a float
-
-    def __format__(self, spec: str) -> str:
-        if not spec:
-            return str(self)
-        try:
-            return format(self.data, spec)
-        except ValueError as e:
-            raise ValueError(f"format(Value, {spec!r}): {e}") from None
+    item, __int__, __round__ = _convert.item, _convert.as_int, _convert.as_round
+    __bool__, __format__ = _convert.as_bool, _convert.as_format
 
     __neg__ = _method("neg", "__neg__", "``-x``.")
     abs = _method("abs", "abs", "``|x|``, with gradient ``sign(x)`` (0 at 0).")
@@ -536,63 +489,5 @@ def _sweep_or_restore(order: list[Value], zero: Optional[list[Value]]) -> None:
         raise
 
 
-def _value(v: Value) -> float:
-    """The node's value from its operands' now, by its op's forward (``Tape.forward``)."""
-    _, arity, forward, _ = v._row
-    xs = v._prev
-    if arity == BINARY:
-        return forward(xs[0]._data, xs[1]._data)
-    if arity == UNARY:
-        return forward(xs[0]._data, v._c)
-    return forward([x._data for x in xs])
-
-
-class Tape:
-    """A recorded graph that can be re-run: ``forward()`` recomputes every node from
-    the current leaf values, ``backward()`` differentiates it again. Python control
-    flow taken while the graph was built is frozen, as with ``torch.jit.trace``.
-    The same API and results as the Rust backend's ``Tape``."""
-
-    __slots__ = ("_order",)
-
-    def __init__(self, root: Value) -> None:
-        if not isinstance(root, Value):
-            raise TypeError(f"Tape: root must be a reference Value, got {type(root).__name__}")
-        self._order = _order(root)
-
-    @property
-    def root(self) -> Value:
-        return self._order[0]
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def forward(self) -> None:
-        """Recomputes every node from the current leaf values."""
-        check, leaf = _checking(), _LEAF
-        for v in reversed(self._order):
-            if v._row is not leaf:
-                out = v._data = _value(v)
-                if check and not math.isfinite(out):
-                    _forward_anomaly(v._row.kind, v._prev, out)
-
-    def zero_grad(self) -> None:
-        """Sets the gradient of every recorded node (parameters included) to 0."""
-        for v in self._order:
-            v._grad = 0.0
-
-    def backward(self) -> None:
-        """Seeds the root with 1.0 and adds into every recorded node's gradient. An
-        interrupted call leaves every gradient as it was."""
-        _sweep_or_restore(self._order, None)
-
-    def __reduce__(self) -> tuple:
-        raise TypeError("cannot pickle 'Tape' object: record a new Tape from the rebuilt graph")
-
-    def run(self) -> float:
-        """``forward()``, ``zero_grad()``, ``backward()``; returns the root's new value.
-        An interrupted run leaves every gradient as it was (values are recomputed by
-        the next run)."""
-        self.forward()
-        _sweep_or_restore(self._order, self._order)
-        return self.root.data
+# The replay of a recorded graph, ``Tape``, is in ``reference_tape``.
+from scalargrad.reference_tape import Tape  # noqa: E402  (it reads this module's names)
