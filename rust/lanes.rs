@@ -36,6 +36,7 @@ use crate::backward;
 use crate::ops::{self, Op};
 
 mod dense;
+mod simd;
 
 /// Samples per chunk: a chunk is the unit of work of a thread, and of the
 /// reduction order, so it is fixed (never derived from the thread count).
