@@ -10,6 +10,10 @@
 //!    `compiled_run_matches_node_by_node`: on those graphs, the backward order is
 //!    micrograd's recursive `build_topo` reversed, and a compiled replay gives every
 //!    node the bits a node-by-node replay gives.
+//!    `batched_lanes_match_per_sample_replay`: on those graphs, with some leaves
+//!    made per-sample inputs, batched lanes give each sample the bits a replay of
+//!    that sample alone gives, and the shared leaves' gradients in the documented
+//!    order of `lanes.rs`.
 //! 2. `tree_backward_matches_recursive_reference`: on tree-shaped graphs (no node
 //!    used twice) the iterative backward gives, bit for bit, what a recursive
 //!    implementation of the op table of DESIGN.md section 4 gives.
@@ -410,6 +414,126 @@ proptest! {
                 prop_assert!(same(c.0, e.0) && same(c.1, e.1), "node {}: {:?} vs {:?}", k, c, e);
             }
             tape.release(&mut ar);
+        }
+        for id in std::mem::take(&mut m.handles) {
+            ar.release(id);
+        }
+        prop_assert_eq!(ar.live(), 0);
+    }
+}
+
+// ---- 1c. batched lanes against per-sample replay -----------------------------
+
+/// `lanes::reduce`'s documented order over one chunk: lane `l` into accumulator
+/// `l % 8`, then `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))`.
+fn reduce8(c: &[f64]) -> f64 {
+    let mut a = [0.0f64; 8];
+    for (l, &x) in c.iter().enumerate() {
+        a[l % 8] += x;
+    }
+    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// On random graphs with shared nodes, some leaves made per-sample inputs: a
+    /// batched run gives each sample the root value that replaying the graph for
+    /// that sample alone gives, bit for bit, and each shared leaf used once the
+    /// gradient its samples' contributions make when added in the documented order
+    /// (on 1 and 2 threads alike); leaves used more than once, or through a node
+    /// no input reaches (summed over the batch first), agree to rounding.
+    #[test]
+    fn batched_lanes_match_per_sample_replay(
+        actions in prop::collection::vec(action(), 1..100),
+        pick in any::<usize>(),
+        which in any::<u64>(),
+        rows in 1usize..150,
+        xs in prop::collection::vec(float(), 64),
+        threads in 1usize..3,
+    ) {
+        let mut ar = Arena::new();
+        let mut m = Model::default();
+        for a in &actions {
+            apply(&mut ar, &mut m, a);
+            m.check(&ar);
+        }
+        if let Some(root) = m.pick(pick) {
+            let order = backward::order(&mut ar, root).unwrap();
+            let leaves: Vec<NodeId> =
+                order.iter().copied().filter(|&id| ar.op(id) == Op::Leaf).collect();
+            let inputs: Vec<NodeId> = leaves
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| which >> (k % 64) & 1 == 1)
+                .map(|(_, &id)| id)
+                .collect();
+            let shared: Vec<NodeId> =
+                leaves.iter().copied().filter(|id| !inputs.contains(id)).collect();
+            if !inputs.is_empty() {
+                let x: Vec<f64> = (0..rows * inputs.len()).map(|i| xs[i % xs.len()]).collect();
+                let seed = 1.0 / rows as f64;
+                // Each sample alone, node by node.
+                let tape = crate::replay::Tape::record(&mut ar, root).unwrap();
+                let (mut roots, mut per_sample) = (Vec::new(), vec![Vec::new(); shared.len()]);
+                for r in 0..rows {
+                    for (j, &id) in inputs.iter().enumerate() {
+                        ar.data[id as usize] = x[r * inputs.len() + j];
+                    }
+                    tape.forward(&mut ar);
+                    tape.zero_grad(&mut ar);
+                    ar.grad[root as usize] = seed;
+                    backward::sweep(&mut ar, tape.order(), false).unwrap();
+                    roots.push(ar.data[root as usize]);
+                    for (k, &id) in shared.iter().enumerate() {
+                        per_sample[k].push(ar.grad[id as usize]);
+                    }
+                }
+                // Nodes that depend on an input (one value per sample), and how many
+                // operand slots use each shared leaf, and whether all those are lane nodes.
+                let mut lane: HashSet<NodeId> = inputs.iter().copied().collect();
+                for &id in order.iter().rev() {
+                    if (0..ar.n_operands(id)).any(|k| lane.contains(&ar.operand(id, k))) {
+                        lane.insert(id);
+                    }
+                }
+                let ar_ref = &ar;
+                let uses: Vec<(usize, bool)> = shared.iter().map(|&leaf| {
+                    let mut users = Vec::new();
+                    for &id in &order {
+                        for k in 0..ar_ref.n_operands(id) {
+                            if ar_ref.operand(id, k) == leaf {
+                                users.push(id);
+                            }
+                        }
+                    }
+                    (users.len(), users.iter().all(|u| lane.contains(u)))
+                }).collect();
+                let lanes = crate::lanes::LaneTape::record(&mut ar, root, &inputs, &[root]).unwrap();
+                for &id in &shared {
+                    ar.grad[id as usize] = 0.0;
+                }
+                let mut out = vec![0.0; rows];
+                lanes.run(&mut ar, &x, rows, Some(seed), &mut out, threads, &mut || false).unwrap();
+                for (r, (&got, &want)) in out.iter().zip(&roots).enumerate() {
+                    prop_assert!(same(got, want), "sample {}: {} vs {}", r, got, want);
+                }
+                for (k, &id) in shared.iter().enumerate() {
+                    let got = ar.grad[id as usize];
+                    let mut want = 0.0;
+                    for c in per_sample[k].chunks(crate::lanes::CHUNK) {
+                        want += reduce8(c);
+                    }
+                    if uses[k] == (1, true) {
+                        prop_assert!(same(0.0 + want, got), "leaf {}: {} vs {}", k, got, want);
+                    } else if want.is_finite() && got.is_finite() {
+                        let scale: f64 = per_sample[k].iter().map(|g| g.abs()).sum();
+                        prop_assert!((got - want).abs() <= 1e-9 * scale + 1e-300, "leaf {}: {} vs {}", k, got, want);
+                    }
+                }
+                lanes.release(&mut ar);
+                tape.release(&mut ar);
+            }
         }
         for id in std::mem::take(&mut m.handles) {
             ar.release(id);
