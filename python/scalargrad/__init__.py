@@ -87,6 +87,10 @@ def get_data(values: Iterable[Value]) -> Any:
     """
     import numpy as np
 
+    if type(values) is list and values and type(values[0]) is _RustValue:
+        # A list of rust Values (the usual case): no copy, no backend search.
+        # Its floats make a float64 array without being told.
+        return np.array(_core.get_data(values))
     values = list(values)
     return np.array(module_of(values).get_data(values), dtype=float)
 
@@ -95,6 +99,8 @@ def get_grad(values: Iterable[Value]) -> Any:
     """The ``grad`` of many Values as a NumPy array, in one call into the backend."""
     import numpy as np
 
+    if type(values) is list and values and type(values[0]) is _RustValue:
+        return np.array(_core.get_grad(values))  # as in get_data
     values = list(values)
     return np.array(module_of(values).get_grad(values), dtype=float)
 
@@ -103,9 +109,21 @@ def set_data(values: Iterable[Value], data: Any) -> None:
     """Sets the ``data`` of many Values from an array or sequence of numbers (same
     length), in one call into the backend; nothing changes if the lengths differ or
     an element is not a number."""
+    if type(values) is list and values and type(values[0]) is _RustValue:
+        # A list of rust Values (the usual case): no copy, no backend search; the
+        # backend checks every element and reads a list of floats in place.
+        _core.set_data(values, data if type(data) is list else _numbers(data))
+        return
     values = list(values)
-    data = data.tolist() if hasattr(data, "tolist") else list(data)
-    module_of(values).set_data(values, data)
+    module_of(values).set_data(values, _numbers(data))
+
+
+def _numbers(data: Any) -> list[Any]:
+    """``data`` (an array or a sequence) as a list of its elements."""
+    return data.tolist() if hasattr(data, "tolist") else list(data)
+
+
+_RustValue = _core.Value
 
 
 @contextmanager
