@@ -406,5 +406,9 @@ def test_bulk_calls_on_lists_check_every_element_first(backend):
     assert scalargrad.get_data(vs).dtype == np.float64
     assert scalargrad.get_grad(vs).dtype == np.float64
     assert scalargrad.get_data([]).dtype == np.float64
+    # The array is the caller's own: writing it changes no Value.
+    got = scalargrad.get_data(vs)
+    got[0] = 9.0
+    assert vs[0].data == -1.0 and scalargrad.get_data(vs)[0] == -1.0
     with pytest.raises(TypeError, match=r"get_grad: element 1 must be a (rust|reference) Value"):
         scalargrad.get_grad([vs[0], 2.0])

@@ -10,7 +10,7 @@ use crate::optim;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyList};
+use pyo3::types::{PyByteArray, PyFloat, PyList};
 
 /// Node ids of an iterable of rust Values (for the bulk operations below).
 pub(super) fn ids_of(op: &str, values: &Bound<'_, PyAny>) -> PyResult<Vec<NodeId>> {
@@ -141,6 +141,27 @@ pub(super) fn get_grad(values: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     let ids = ids_of("get_grad", values)?;
     let ar = ARENA.lock(values.py());
     Ok(ids.iter().map(|&i| canon(ar.grad[i as usize])).collect())
+}
+
+/// The `data` (`grad` if `grad`) of many Values as the bytes of their float64s,
+/// in a `bytearray` (`scalargrad.get_data` views it as a NumPy array: no list of
+/// floats in between).
+#[pyfunction]
+pub(super) fn _values_buffer<'py>(
+    values: &Bound<'py, PyAny>,
+    grad: bool,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let op = if grad { "get_grad" } else { "get_data" };
+    let ids = ids_of(op, values)?;
+    let py = values.py();
+    let ar = ARENA.lock(py);
+    let field = if grad { &ar.grad } else { &ar.data };
+    PyByteArray::new_with(py, ids.len() * 8, |buf| {
+        for (out, &i) in buf.chunks_exact_mut(8).zip(&ids) {
+            out.copy_from_slice(&canon(field[i as usize]).to_ne_bytes());
+        }
+        Ok(())
+    })
 }
 
 /// `set_data` for a list of rust Values and a list of floats of the same length,
