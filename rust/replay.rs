@@ -36,9 +36,19 @@ impl Tape {
     /// false (and does nothing) for a tape too large to have been compiled, and
     /// `Err` (having done nothing) when out of memory.
     pub fn run_compiled(&self, ar: &mut Arena) -> Result<bool, ArenaError> {
+        self.run_compiled_with(ar, &mut Scratch::default())
+    }
+
+    /// `run_compiled` with its working arrays in `scratch`, which keeps them for
+    /// the next run (a small tape's run then allocates nothing).
+    pub fn run_compiled_with(
+        &self,
+        ar: &mut Arena,
+        scratch: &mut Scratch,
+    ) -> Result<bool, ArenaError> {
         match &self.compiled {
             Some(c) => {
-                c.run(ar)?;
+                c.run(ar, scratch)?;
                 Ok(true)
             }
             None => Ok(false),
@@ -87,6 +97,21 @@ impl Tape {
         for &id in &self.order {
             ar.decref(id);
         }
+    }
+}
+
+/// The working arrays of a compiled run (one value and one gradient per slot),
+/// kept between runs by whoever owns the tape.
+#[derive(Default)]
+pub struct Scratch {
+    data: Vec<f64>,
+    grad: Vec<f64>,
+}
+
+impl Scratch {
+    /// Bytes held.
+    pub fn capacity_bytes(&self) -> usize {
+        (self.data.capacity() + self.grad.capacity()) * std::mem::size_of::<f64>()
     }
 }
 
@@ -159,25 +184,26 @@ impl Compiled {
         })
     }
 
-    fn run(&self, ar: &mut Arena) -> Result<(), ArenaError> {
+    fn run(&self, ar: &mut Arena, scratch: &mut Scratch) -> Result<(), ArenaError> {
         let n = self.ids.len();
-        let zeros = |n: usize| -> Result<Vec<f64>, ArenaError> {
-            let mut v = Vec::new();
-            reserve(&mut v, n)?;
+        let zeros = |v: &mut Vec<f64>| -> Result<(), ArenaError> {
+            v.clear();
+            reserve(v, n)?;
             v.resize(n, 0.0);
-            Ok(v)
+            Ok(())
         };
-        let mut data = zeros(n)?;
-        let mut grad = zeros(n)?;
+        zeros(&mut scratch.data)?;
+        zeros(&mut scratch.grad)?;
+        let (data, grad) = (&mut scratch.data[..], &mut scratch.grad[..]);
         for &k in &self.leaves {
             data[k as usize] = ar.data[self.ids[k as usize] as usize];
         }
         for ins in &self.code {
             let (a, b) = (ins.a as usize, ins.b as usize);
             data[ins.out as usize] = match ins.op {
-                Op::Sum => ops::nary(Op::Sum, &self.args[a..b], &data),
-                Op::Dot => ops::nary(Op::Dot, &self.args[a..b], &data),
-                Op::LogSumExp => ops::nary(Op::LogSumExp, &self.args[a..b], &data),
+                Op::Sum => ops::nary(Op::Sum, &self.args[a..b], data),
+                Op::Dot => ops::nary(Op::Dot, &self.args[a..b], data),
+                Op::LogSumExp => ops::nary(Op::LogSumExp, &self.args[a..b], data),
                 op if op.is_binary() => ops::binary(op, data[a], data[b]),
                 op => ops::unary(op, data[a], ins.c),
             };
@@ -188,9 +214,7 @@ impl Compiled {
             let (a, b) = (ins.a as usize, ins.b as usize);
             let (g, out) = (grad[ins.out as usize], data[ins.out as usize]);
             match ins.op {
-                op if op.is_nary() => {
-                    ops::nary_grad(op, g, out, &self.args[a..b], &data, &mut grad)
-                }
+                op if op.is_nary() => ops::nary_grad(op, g, out, &self.args[a..b], data, grad),
                 op if op.is_binary() => {
                     let (ga, gb) = ops::binary_grad(op, g, data[a], data[b], out);
                     grad[a] += ga;
@@ -199,7 +223,7 @@ impl Compiled {
                 op => grad[a] += ops::unary_grad(op, g, data[a], out, ins.c),
             }
         }
-        for ((&id, &d), &g) in self.ids.iter().zip(&data).zip(&grad) {
+        for ((&id, &d), &g) in self.ids.iter().zip(data.iter()).zip(grad.iter()) {
             ar.data[id as usize] = d;
             ar.grad[id as usize] = g;
         }

@@ -385,3 +385,30 @@ def test_tape_backward_under_detect_anomaly(backend):
     tape.zero_grad()
     with scalargrad.detect_anomaly(), pytest.raises(FloatingPointError, match="detect_anomaly"):
         tape.backward()
+
+
+def test_bulk_calls_on_lists_check_every_element_first(backend):
+    vs = [backend.Value(1.0), backend.Value(2.0), backend.Value(3.0)]
+    with pytest.raises(TypeError, match=r"set_data: element 2 of data must be a number, got str"):
+        backend.set_data(vs, [5.0, 6.0, "7"])
+    with pytest.raises(TypeError, match=r"set_data: element 1 of data must be a number, got str"):
+        scalargrad.set_data(vs, [5.0, "6", 7.0])
+    with pytest.raises(ValueError, match=r"set_data: 3 values but 2 numbers"):
+        scalargrad.set_data(vs, [5.0, 6.0])
+    with pytest.raises(TypeError, match=r"element 2 must be a (rust|reference) Value, got float"):
+        scalargrad.set_data([*vs[:2], 4.0], [5.0, 6.0, 7.0])
+    assert [v.data for v in vs] == [1.0, 2.0, 3.0]
+    # Ints, NumPy scalars and arrays are numbers too; the result is the same as floats'.
+    scalargrad.set_data(vs, [5, np.float64(6.0), 7.0])
+    assert [v.data for v in vs] == [5.0, 6.0, 7.0]
+    scalargrad.set_data(vs, np.array([-1.0, 0.5, 2.0]))
+    assert scalargrad.get_data(vs).tolist() == [-1.0, 0.5, 2.0]
+    assert scalargrad.get_data(vs).dtype == np.float64
+    assert scalargrad.get_grad(vs).dtype == np.float64
+    assert scalargrad.get_data([]).dtype == np.float64
+    # The array is the caller's own: writing it changes no Value.
+    got = scalargrad.get_data(vs)
+    got[0] = 9.0
+    assert vs[0].data == -1.0 and scalargrad.get_data(vs)[0] == -1.0
+    with pytest.raises(TypeError, match=r"get_grad: element 1 must be a (rust|reference) Value"):
+        scalargrad.get_grad([vs[0], 2.0])

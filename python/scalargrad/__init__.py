@@ -85,6 +85,11 @@ def get_data(values: Iterable[Value]) -> Any:
     >>> get_data([Value(1.0), Value(2.5)])
     array([1. , 2.5])
     """
+    if type(values) is list and values and type(values[0]) is _RustValue:
+        # A list of rust Values (the usual case): no copy, no backend search, and
+        # the array views a new buffer of float64s instead of converting a list.
+        frombuffer, float64 = _FROMBUFFER or _numpy_frombuffer()
+        return frombuffer(_core._values_buffer(values, False), float64)
     import numpy as np
 
     values = list(values)
@@ -93,19 +98,47 @@ def get_data(values: Iterable[Value]) -> Any:
 
 def get_grad(values: Iterable[Value]) -> Any:
     """The ``grad`` of many Values as a NumPy array, in one call into the backend."""
+    if type(values) is list and values and type(values[0]) is _RustValue:
+        frombuffer, float64 = _FROMBUFFER or _numpy_frombuffer()  # as in get_data
+        return frombuffer(_core._values_buffer(values, True), float64)
     import numpy as np
 
     values = list(values)
     return np.array(module_of(values).get_grad(values), dtype=float)
 
 
+#: ``(numpy.frombuffer, numpy.float64)`` once NumPy is imported (on first use, so
+#: importing scalargrad does not import NumPy).
+_FROMBUFFER: tuple[Any, Any] | None = None
+
+
+def _numpy_frombuffer() -> tuple[Any, Any]:
+    global _FROMBUFFER
+    import numpy as np
+
+    _FROMBUFFER = (np.frombuffer, np.float64)
+    return _FROMBUFFER
+
+
 def set_data(values: Iterable[Value], data: Any) -> None:
     """Sets the ``data`` of many Values from an array or sequence of numbers (same
     length), in one call into the backend; nothing changes if the lengths differ or
     an element is not a number."""
+    if type(values) is list and values and type(values[0]) is _RustValue:
+        # A list of rust Values (the usual case): no copy, no backend search; the
+        # backend checks every element and reads a list of floats in place.
+        _core.set_data(values, data if type(data) is list else _numbers(data))
+        return
     values = list(values)
-    data = data.tolist() if hasattr(data, "tolist") else list(data)
-    module_of(values).set_data(values, data)
+    module_of(values).set_data(values, _numbers(data))
+
+
+def _numbers(data: Any) -> list[Any]:
+    """``data`` (an array or a sequence) as a list of its elements."""
+    return data.tolist() if hasattr(data, "tolist") else list(data)
+
+
+_RustValue = _core.Value
 
 
 @contextmanager

@@ -50,6 +50,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lanes::get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(params::get_data, m)?)?;
     m.add_function(wrap_pyfunction!(params::get_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(params::_values_buffer, m)?)?;
     m.add_function(wrap_pyfunction!(params::set_data, m)?)?;
     m.add_function(wrap_pyfunction!(nary::sum, m)?)?;
     m.add_function(wrap_pyfunction!(nary::dot, m)?)?;

@@ -10,9 +10,23 @@ use crate::optim;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyFloat, PyList};
 
 /// Node ids of an iterable of rust Values (for the bulk operations below).
 pub(super) fn ids_of(op: &str, values: &Bound<'_, PyAny>) -> PyResult<Vec<NodeId>> {
+    if let Ok(list) = values.cast_exact::<PyList>() {
+        // A list of rust Values (the usual case): read in place, no iterator.
+        let mut ids = Vec::with_capacity(list.len());
+        for v in list.iter() {
+            match v.cast_exact::<Value>() {
+                Ok(v) => ids.push(v.get().id),
+                Err(_) => break,
+            }
+        }
+        if ids.len() == list.len() {
+            return Ok(ids);
+        }
+    }
     let mut ids = Vec::new();
     for (i, v) in values.try_iter()?.enumerate() {
         let v = v?;
@@ -129,9 +143,65 @@ pub(super) fn get_grad(values: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     Ok(ids.iter().map(|&i| canon(ar.grad[i as usize])).collect())
 }
 
+/// The `data` (`grad` if `grad`) of many Values as the bytes of their float64s,
+/// in a `bytearray` (`scalargrad.get_data` views it as a NumPy array: no list of
+/// floats in between).
+#[pyfunction]
+pub(super) fn _values_buffer<'py>(
+    values: &Bound<'py, PyAny>,
+    grad: bool,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let op = if grad { "get_grad" } else { "get_data" };
+    let ids = ids_of(op, values)?;
+    let py = values.py();
+    let ar = ARENA.lock(py);
+    let field = if grad { &ar.grad } else { &ar.data };
+    PyByteArray::new_with(py, ids.len() * 8, |buf| {
+        for (out, &i) in buf.chunks_exact_mut(8).zip(&ids) {
+            out.copy_from_slice(&canon(field[i as usize]).to_ne_bytes());
+        }
+        Ok(())
+    })
+}
+
+/// `set_data` for a list of rust Values and a list of floats of the same length,
+/// read in place with nothing allocated; false (having changed nothing) for
+/// anything else, which the general path handles and reports.
+fn set_data_lists(values: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> bool {
+    let (Ok(values), Ok(data)) = (values.cast_exact::<PyList>(), data.cast_exact::<PyList>())
+    else {
+        return false;
+    };
+    let n = values.len();
+    if data.len() != n {
+        return false;
+    }
+    // Checks everything first. No Python code runs in between (type checks and
+    // float reads only), so the lists are the same in the second loop.
+    for i in 0..n {
+        // SAFETY: i < n, the length of both lists.
+        let (v, x) = unsafe { (values.get_item_unchecked(i), data.get_item_unchecked(i)) };
+        if !v.is_exact_instance_of::<Value>() || !x.is_exact_instance_of::<PyFloat>() {
+            return false;
+        }
+    }
+    let mut ar = ARENA.lock(values.py());
+    for i in 0..n {
+        // SAFETY: as above.
+        let (v, x) = unsafe { (values.get_item_unchecked(i), data.get_item_unchecked(i)) };
+        // SAFETY: checked above: an exact Value and an exact float.
+        let (v, x) = unsafe { (v.cast_unchecked::<Value>(), x.cast_unchecked::<PyFloat>()) };
+        ar.data[v.get().id as usize] = x.value();
+    }
+    true
+}
+
 /// Sets the `data` of many Values in one call; checks everything first.
 #[pyfunction]
 pub(super) fn set_data(values: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    if set_data_lists(values, data) {
+        return Ok(());
+    }
     let ids = ids_of("set_data", values)?;
     let mut numbers = Vec::new();
     for (i, x) in data.try_iter()?.enumerate() {

@@ -8,6 +8,7 @@ use super::sweep::{forward_interruptibly, sweep_interruptibly, Pacer, Snapshot};
 use super::value::{arena_error, Value};
 use crate::ops::canon;
 use crate::replay;
+use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use std::sync::OnceLock;
@@ -33,7 +34,12 @@ pub struct Tape {
     /// The root's handle, made on first use, so `root` is the same object each time
     /// (a Value refers to no Python object, so this makes no cycle).
     root: OnceLock<Py<Value>>,
+    /// The working arrays of `run`, kept so a small tape's run allocates nothing.
+    scratch: Mutex<replay::Scratch>,
 }
+
+/// A `Tape` keeps `run`'s working arrays between runs up to this many bytes.
+const KEEP_SCRATCH_BYTES: usize = 1 << 20;
 
 impl Drop for Tape {
     fn drop(&mut self) {
@@ -90,6 +96,7 @@ impl Tape {
         Ok(Tape {
             inner: Some(tape),
             root: OnceLock::from(root.clone().unbind()),
+            scratch: Mutex::new(replay::Scratch::default()),
         })
     }
 
@@ -133,7 +140,15 @@ impl Tape {
             // Tapes of up to a million nodes run compiled, in one go.
             let done = self.with(|t| {
                 let mut ar = ARENA.lock(py);
-                let done = t.run_compiled(&mut ar).map_err(arena_error)?;
+                // Nothing in a compiled run gives up the GIL, so the lock is free.
+                let mut kept = self.scratch.try_lock();
+                let mut fresh = replay::Scratch::default();
+                let scratch = kept.as_deref_mut().unwrap_or(&mut fresh);
+                let done = t.run_compiled_with(&mut ar, scratch);
+                if scratch.capacity_bytes() > KEEP_SCRATCH_BYTES {
+                    *scratch = replay::Scratch::default();
+                }
+                let done = done.map_err(arena_error)?;
                 Ok::<_, PyErr>(done.then(|| canon(ar.data[t.root() as usize])))
             })?;
             if let Some(value) = done {
