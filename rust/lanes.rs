@@ -1041,7 +1041,11 @@ impl Back<'_> {
                 let (n, out, c) = (self.n, self.out, self.c);
                 macro_rules! bwd {
                     ($op:expr) => {
-                        if $op.is_binary() {
+                        if $op == Op::Add {
+                            // Both contributions are `g` itself.
+                            self.put(args[0], g, glo, partial);
+                            self.put(args[1], g, glo, partial);
+                        } else if $op.is_binary() {
                             let f = |g, a, b, o| ops::binary_grad($op, g, a, b, o);
                             let (a, b) = (self.value(args[0]), self.value(args[1]));
                             let (ta, tb) = (&mut ta, &mut tb);
@@ -1054,9 +1058,19 @@ impl Back<'_> {
                             self.put(args[0], ta, glo, partial);
                             self.put(args[1], tb, glo, partial);
                         } else {
-                            let a = self.value(args[0]);
-                            self.fill1(&mut ta, g, a, |g, a, o| ops::unary_grad($op, g, a, o, c));
-                            self.put(args[0], &ta, glo, partial);
+                            let f = |g, a, o| ops::unary_grad($op, g, a, o, c);
+                            match (args[0], self.value(args[0])) {
+                                // A lane operand (always, as a lane node's only
+                                // operand): its gradients updated in one pass.
+                                (Src::Lane(j), In::L(a)) => {
+                                    let d = &mut glo[j as usize * CHUNK..j as usize * CHUNK + n];
+                                    add1(n, d, g, a, out, f);
+                                }
+                                (_, a) => {
+                                    self.fill1(&mut ta, g, a, f);
+                                    self.put(args[0], &ta, glo, partial);
+                                }
+                            }
                         }
                     };
                 }
@@ -1109,6 +1123,22 @@ fn fill1<A: Col>(
     let (t, g, a, out) = (&mut t[..n], &g[..n], a.cut(n), &out[..n]);
     for l in 0..n {
         t[l] = f(g[l], a.at(l), out[l]);
+    }
+}
+
+/// `d[l] += f(g[l], a[l], out[l])` for the lanes `0..n`.
+#[inline(always)]
+fn add1(
+    n: usize,
+    d: &mut [f64],
+    g: &[f64],
+    a: &[f64],
+    out: &[f64],
+    f: impl Fn(f64, f64, f64) -> f64,
+) {
+    let (d, g, a, out) = (&mut d[..n], &g[..n], &a[..n], &out[..n]);
+    for l in 0..n {
+        d[l] += f(g[l], a[l], out[l]);
     }
 }
 
@@ -1265,6 +1295,81 @@ mod tests {
             for (a, b) in lane_grads.iter().zip(&expect_grads) {
                 assert_eq!(a.to_bits(), b.to_bits(), "rows {rows}: {a} vs {b}");
             }
+        }
+    }
+
+    /// Every elementwise op, with each kind of operands a lane node can have
+    /// (lane and lane, lane and shared, shared and lane, one lane twice), and
+    /// `sum`, `logsumexp` and non-dense `dot`s mixing lanes and shared values.
+    /// Each parameter is used once, so per-sample replay gives its reduction.
+    fn build_ops(ar: &mut Arena) -> (NodeId, Vec<NodeId>, Vec<NodeId>, NodeId) {
+        let x: Vec<NodeId> = (0..3).map(|_| ar.leaf(0.0).unwrap()).collect();
+        let mut p = Vec::new();
+        let mut param = |ar: &mut Arena, v: f64| {
+            let id = ar.leaf(v).unwrap();
+            p.push(id);
+            id
+        };
+        let n = |id: NodeId| Operand::Node(id);
+        let p0 = param(ar, 0.6);
+        let a = ar.binary(Op::Mul, n(x[0]), n(p0)).unwrap();
+        let b = ar.binary(Op::Add, n(x[1]), n(x[2])).unwrap();
+        let e = ar.unary(Op::Exp, a, [0.0; 2]).unwrap();
+        let eb = ar.unary(Op::Exp, b, [0.0; 2]).unwrap();
+        let mut terms = Vec::new();
+        for op in [Op::Add, Op::Sub, Op::Mul, Op::Div, Op::Pow] {
+            terms.push(ar.binary(op, n(e), n(eb)).unwrap());
+            let (p1, p2) = (param(ar, 1.3), param(ar, 0.7));
+            terms.push(ar.binary(op, n(e), n(p1)).unwrap());
+            terms.push(ar.binary(op, n(p2), n(e)).unwrap());
+            terms.push(ar.binary(op, n(eb), n(eb)).unwrap());
+        }
+        let unary = [
+            (Op::Neg, [0.0; 2]),
+            (Op::PowConst, [3.0, 0.0]),
+            (Op::RPowConst, [1.5, 0.0]),
+            (Op::Exp, [0.0; 2]),
+            (Op::Tanh, [0.0; 2]),
+            (Op::Sigmoid, [0.0; 2]),
+            (Op::Relu, [0.0; 2]),
+            (Op::Abs, [0.0; 2]),
+            (Op::Clamp, [-0.5, 0.5]),
+        ];
+        for (op, c) in unary {
+            terms.push(ar.unary(op, b, c).unwrap());
+        }
+        terms.push(ar.unary(Op::Log, e, [0.0; 2]).unwrap());
+        let ps = [0.2, -0.3, 1.1, -0.4].map(|v| param(ar, v));
+        terms.push(ar.sum(&[n(b), n(ps[0]), n(e)]).unwrap());
+        terms.push(ar.logsumexp(&[n(b), n(ps[1]), n(a)]).unwrap());
+        terms.push(ar.dot(&[n(x[0]), n(ps[2])], &[n(x[1]), n(x[2])]).unwrap());
+        terms.push(ar.dot(&[n(b)], &[n(ps[3])]).unwrap());
+        let ts: Vec<Operand> = terms.iter().map(|&t| n(t)).collect();
+        let root = ar.sum(&ts).unwrap();
+        (root, x, p, b)
+    }
+
+    #[test]
+    fn every_op_and_operand_kind_matches_samples_run_one_by_one() {
+        for rows in [1, 7, 64, 65, 200] {
+            let mut ar = Arena::new();
+            let (root, inputs, params, out) = build_ops(&mut ar);
+            let tape = LaneTape::record(&mut ar, root, &inputs, &[out]).unwrap();
+            let x = data(rows);
+            let mut outs = vec![0.0; rows];
+            let seed = 1.0 / rows as f64;
+            let total = tape
+                .run(&mut ar, &x, rows, Some(seed), &mut outs, 1, &mut || false)
+                .unwrap();
+            let lane_grads: Vec<f64> = params.iter().map(|&p| ar.grad[p as usize]).collect();
+            let (expect_total, expect_grads) = by_sample(&mut ar, root, &inputs, &params, &x, rows);
+            assert!(expect_total.is_finite(), "rows {rows}");
+            assert_eq!(total.to_bits(), expect_total.to_bits(), "rows {rows}");
+            for (a, b) in lane_grads.iter().zip(&expect_grads) {
+                assert!(b.is_finite() && *b != 0.0, "rows {rows}: {b}");
+                assert_eq!(a.to_bits(), b.to_bits(), "rows {rows}: {a} vs {b}");
+            }
+            tape.release(&mut ar);
         }
     }
 
