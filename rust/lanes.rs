@@ -109,6 +109,8 @@ pub struct LaneTape {
     /// Threads' scratch from earlier runs, kept so a run does not fault in fresh
     /// pages for it (at most one per thread that ran at once).
     pool: Mutex<Vec<Scratch>>,
+    /// The chunks' partials of an earlier run, kept for the same reason.
+    partials: Mutex<Vec<f64>>,
 }
 
 /// Why a graph cannot be recorded as lanes.
@@ -162,6 +164,7 @@ impl LaneTape {
             outputs: Vec::new(),
             groups: Default::default(),
             pool: Mutex::new(Vec::new()),
+            partials: Mutex::new(Vec::new()),
         };
         for &id in &ids {
             if slot.contains_key(&id) {
@@ -347,43 +350,65 @@ impl LaneTape {
         assert_eq!(out.len(), rows * self.outputs.len());
         let chunks = rows.div_ceil(CHUNK);
         let backward = seed.is_some();
+        let ns = self.n_shared;
+        // Every chunk zeroes its partial before adding to it.
+        let mut partials =
+            std::mem::take(&mut *self.partials.lock().unwrap_or_else(|e| e.into_inner()));
+        let result = grow(&mut partials, if backward { chunks * ns } else { 0 }).and_then(|_| {
+            let partials = &mut partials[..if backward { chunks * ns } else { 0 }];
+            self.compute_in(
+                shared,
+                x,
+                rows,
+                seed,
+                out,
+                threads,
+                interrupt,
+                parallel_work,
+                partials,
+            )
+        });
+        *self.partials.lock().unwrap_or_else(|e| e.into_inner()) = partials;
+        result
+    }
+
+    /// `compute`, with the chunks' partials in `partials` (`ns` a chunk).
+    #[allow(clippy::too_many_arguments)]
+    fn compute_in(
+        &self,
+        shared: &[f64],
+        x: &[f64],
+        rows: usize,
+        seed: Option<f64>,
+        out: &mut [f64],
+        threads: usize,
+        interrupt: &mut dyn FnMut() -> bool,
+        parallel_work: usize,
+        partials: &mut [f64],
+    ) -> Result<Computed, LaneError> {
+        let chunks = rows.div_ceil(CHUNK);
+        let backward = seed.is_some();
         let (ni, no, ns) = (self.n_inputs, self.outputs.len(), self.n_shared);
-        let mut partials = alloc(if backward { chunks * ns } else { 0 })?;
         let mut roots = alloc(rows)?;
 
-        // The chunks' work, handed out one at a time to whichever thread asks.
-        let mut tasks = Vec::new();
-        tasks
-            .try_reserve_exact(chunks)
-            .map_err(|_| LaneError::Memory)?;
-        let (mut xr, mut rr, mut or, mut pr) = (x, &mut roots[..], &mut *out, &mut partials[..]);
-        for c in 0..chunks {
-            let n = CHUNK.min(rows - c * CHUNK);
-            let (xa, xb) = xr.split_at(n * ni);
-            let (ra, rb) = std::mem::take(&mut rr).split_at_mut(n);
-            let (oa, ob) = std::mem::take(&mut or).split_at_mut(n * no);
-            let partial = if backward {
-                let (pa, pb) = std::mem::take(&mut pr).split_at_mut(ns);
-                pr = pb;
-                Some(pa)
-            } else {
-                None
-            };
-            (xr, rr, or) = (xb, rb, ob);
-            tasks.push(Task {
-                x: xa,
-                roots: ra,
-                out: oa,
-                partial,
-            });
-        }
+        // The chunks' work, cut off one at a time for whichever thread asks.
+        let tasks = Tasks {
+            x,
+            roots: &mut roots[..],
+            out: &mut *out,
+            partials: &mut *partials,
+            ni,
+            no,
+            ns: if backward { ns } else { 0 },
+            backward,
+        };
         let work = self.srcs.len().max(1) * rows;
         let threads = if work >= parallel_work {
             threads.clamp(1, chunks.max(1))
         } else {
             1
         };
-        let queue = Mutex::new(tasks.into_iter());
+        let queue = Mutex::new(tasks);
         let stop = AtomicBool::new(false);
         let failed = AtomicBool::new(false);
         let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
@@ -417,11 +442,10 @@ impl LaneTape {
         if stop.load(Ordering::Relaxed) {
             return Err(LaneError::Interrupted);
         }
-        drop(queue);
         // One NaN, whichever the hardware made (see `ops::canon`).
         out.iter_mut().for_each(|v| *v = ops::canon(*v));
         let grads = match backward {
-            true => Some(self.shared_backward(shared, &partials)?),
+            true => Some(self.shared_backward(shared, partials)?),
             false => None,
         };
         Ok((ops::canon(ops::sum(roots.iter().copied())), grads, roots))
@@ -652,6 +676,41 @@ struct Task<'a> {
     partial: Option<&'a mut [f64]>,
 }
 
+/// The chunks' tasks not yet handed out: what is left of the run's inputs and
+/// outputs, cut off a chunk at a time.
+struct Tasks<'a> {
+    x: &'a [f64],
+    roots: &'a mut [f64],
+    out: &'a mut [f64],
+    partials: &'a mut [f64],
+    ni: usize,
+    no: usize,
+    ns: usize,
+    backward: bool,
+}
+
+impl<'a> Iterator for Tasks<'a> {
+    type Item = Task<'a>;
+
+    fn next(&mut self) -> Option<Task<'a>> {
+        if self.roots.is_empty() {
+            return None;
+        }
+        let n = CHUNK.min(self.roots.len());
+        let (xa, xb) = self.x.split_at(n * self.ni);
+        let (ra, rb) = std::mem::take(&mut self.roots).split_at_mut(n);
+        let (oa, ob) = std::mem::take(&mut self.out).split_at_mut(n * self.no);
+        let (pa, pb) = std::mem::take(&mut self.partials).split_at_mut(self.ns);
+        (self.x, self.roots, self.out, self.partials) = (xb, rb, ob, pb);
+        Some(Task {
+            x: xa,
+            roots: ra,
+            out: oa,
+            partial: self.backward.then_some(pa),
+        })
+    }
+}
+
 /// A thread's values and gradients of the lane nodes, `CHUNK` lanes a node, and
 /// the dense groups' weights packed for the run.
 struct Scratch {
@@ -870,6 +929,23 @@ fn reduce_prod(g: &[f64], x: &[f64]) -> f64 {
     combine(acc)
 }
 
+/// `reduce(n, |l| t[l])` over a whole slice, written for the vectoriser.
+#[inline(always)]
+fn reduce_slice(t: &[f64]) -> f64 {
+    let mut acc = [0.0f64; ACC];
+    let tc = t.chunks_exact(ACC);
+    let tr = tc.remainder();
+    for t8 in tc {
+        for j in 0..ACC {
+            acc[j] += t8[j];
+        }
+    }
+    for j in 0..tr.len() {
+        acc[j] += tr[j];
+    }
+    combine(acc)
+}
+
 #[inline(always)]
 fn combine(acc: [f64; ACC]) -> f64 {
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
@@ -890,18 +966,19 @@ impl Back<'_> {
         &self.vals[j as usize * CHUNK..j as usize * CHUNK + self.n]
     }
 
-    /// Adds `f(l)` to the operand `to`: into its lanes, or reduced into the
-    /// chunk's partial of a shared node.
+    /// Adds the contributions `t` (one per lane) to the operand `to`: into its
+    /// lanes, or reduced into the chunk's partial of a shared node.
     #[inline(always)]
-    fn send(&self, to: Src, glo: &mut [f64], partial: &mut [f64], f: impl Fn(usize) -> f64) {
+    fn put(&self, to: Src, t: &[f64], glo: &mut [f64], partial: &mut [f64]) {
+        let t = &t[..self.n];
         match to {
             Src::Lane(j) => {
                 let d = &mut glo[j as usize * CHUNK..j as usize * CHUNK + self.n];
-                for (l, d) in d.iter_mut().enumerate() {
-                    *d += f(l);
+                for (d, &t) in d.iter_mut().zip(t) {
+                    *d += t;
                 }
             }
-            Src::Shared(j) => partial[j as usize] += reduce(self.n, f),
+            Src::Shared(j) => partial[j as usize] += reduce_slice(t),
         }
     }
 
@@ -913,25 +990,30 @@ impl Back<'_> {
         }
     }
 
+    /// `t[l] = f(g[l], a[l], out[l])` over the lanes, one loop per kind of `a`.
+    #[inline(always)]
+    fn fill1(&self, t: &mut [f64], g: &[f64], a: In<'_>, f: impl Fn(f64, f64, f64) -> f64) {
+        match a {
+            In::L(a) => fill1(self.n, t, g, a, self.out, f),
+            In::S(a) => fill1(self.n, t, g, a, self.out, f),
+        }
+    }
+
     #[inline(always)]
     fn backward(&self, op: Op, args: &[Src], g: &[f64], glo: &mut [f64], partial: &mut [f64]) {
-        let at = |v: In<'_>, l: usize| match v {
-            In::L(v) => v[l],
-            In::S(v) => v,
-        };
+        // The contributions of the operand slots being sent, one per lane.
+        let (mut ta, mut tb) = ([0.0f64; CHUNK], [0.0f64; CHUNK]);
         match op {
             Op::Sum => {
                 for &s in args {
-                    self.send(s, glo, partial, |l| g[l]);
+                    self.put(s, g, glo, partial);
                 }
             }
             Op::LogSumExp => {
-                let out = self.out;
                 for &s in args {
                     let x = self.value(s);
-                    self.send(s, glo, partial, |l| {
-                        ops::logsumexp_grad(g[l], at(x, l), out[l])
-                    });
+                    self.fill1(&mut ta, g, x, ops::logsumexp_grad);
+                    self.put(s, &ta, glo, partial);
                 }
             }
             Op::Dot => {
@@ -948,33 +1030,136 @@ impl Back<'_> {
                             }
                         }
                         (_, _, wv, xv) => {
-                            self.send(w, glo, partial, |l| g[l] * at(xv, l));
-                            self.send(x, glo, partial, |l| g[l] * at(wv, l));
+                            self.fill1(&mut ta, g, xv, |g, x, _| g * x);
+                            self.put(w, &ta, glo, partial);
+                            self.fill1(&mut tb, g, wv, |g, w, _| g * w);
+                            self.put(x, &tb, glo, partial);
                         }
                     }
                 }
             }
             op => {
-                let (out, c) = (self.out, self.c);
+                let (n, out, c) = (self.n, self.out, self.c);
                 macro_rules! bwd {
                     ($op:expr) => {
-                        if $op.is_binary() {
+                        if $op == Op::Add {
+                            // Both contributions are `g` itself.
+                            self.put(args[0], g, glo, partial);
+                            self.put(args[1], g, glo, partial);
+                        } else if $op.is_binary() {
+                            let f = |g, a, b, o| ops::binary_grad($op, g, a, b, o);
                             let (a, b) = (self.value(args[0]), self.value(args[1]));
-                            let grad =
-                                |l: usize| ops::binary_grad($op, g[l], at(a, l), at(b, l), out[l]);
-                            self.send(args[0], glo, partial, |l| grad(l).0);
-                            self.send(args[1], glo, partial, |l| grad(l).1);
+                            let (ta, tb) = (&mut ta, &mut tb);
+                            match (a, b) {
+                                (In::L(a), In::L(b)) => fill2(n, ta, tb, g, a, b, out, f),
+                                (In::L(a), In::S(b)) => fill2(n, ta, tb, g, a, b, out, f),
+                                (In::S(a), In::L(b)) => fill2(n, ta, tb, g, a, b, out, f),
+                                (In::S(a), In::S(b)) => fill2(n, ta, tb, g, a, b, out, f),
+                            }
+                            self.put(args[0], ta, glo, partial);
+                            self.put(args[1], tb, glo, partial);
                         } else {
-                            let a = self.value(args[0]);
-                            self.send(args[0], glo, partial, |l| {
-                                ops::unary_grad($op, g[l], at(a, l), out[l], c)
-                            });
+                            let f = |g, a, o| ops::unary_grad($op, g, a, o, c);
+                            match (args[0], self.value(args[0])) {
+                                // A lane operand (always, as a lane node's only
+                                // operand): its gradients updated in one pass.
+                                (Src::Lane(j), In::L(a)) => {
+                                    let d = &mut glo[j as usize * CHUNK..j as usize * CHUNK + n];
+                                    add1(n, d, g, a, out, f);
+                                }
+                                (_, a) => {
+                                    self.fill1(&mut ta, g, a, f);
+                                    self.put(args[0], &ta, glo, partial);
+                                }
+                            }
                         }
                     };
                 }
                 each_op!(op, bwd)
             }
         }
+    }
+}
+
+/// An operand's values over a chunk's lanes, as the loops of `fill1` and
+/// `fill2` read them: a slice cut to the lanes, or one shared value.
+trait Col: Copy {
+    fn cut(self, n: usize) -> Self;
+    fn at(self, l: usize) -> f64;
+}
+
+impl Col for &[f64] {
+    #[inline(always)]
+    fn cut(self, n: usize) -> Self {
+        &self[..n]
+    }
+    #[inline(always)]
+    fn at(self, l: usize) -> f64 {
+        self[l]
+    }
+}
+
+impl Col for f64 {
+    #[inline(always)]
+    fn cut(self, _: usize) -> Self {
+        self
+    }
+    #[inline(always)]
+    fn at(self, _: usize) -> f64 {
+        self
+    }
+}
+
+/// `t[l] = f(g[l], a[l], out[l])` for the lanes `0..n`, with every slice cut to
+/// `n` first so the loop has no bounds checks and vectorises.
+#[inline(always)]
+fn fill1<A: Col>(
+    n: usize,
+    t: &mut [f64],
+    g: &[f64],
+    a: A,
+    out: &[f64],
+    f: impl Fn(f64, f64, f64) -> f64,
+) {
+    let (t, g, a, out) = (&mut t[..n], &g[..n], a.cut(n), &out[..n]);
+    for l in 0..n {
+        t[l] = f(g[l], a.at(l), out[l]);
+    }
+}
+
+/// `d[l] += f(g[l], a[l], out[l])` for the lanes `0..n`.
+#[inline(always)]
+fn add1(
+    n: usize,
+    d: &mut [f64],
+    g: &[f64],
+    a: &[f64],
+    out: &[f64],
+    f: impl Fn(f64, f64, f64) -> f64,
+) {
+    let (d, g, a, out) = (&mut d[..n], &g[..n], &a[..n], &out[..n]);
+    for l in 0..n {
+        d[l] += f(g[l], a[l], out[l]);
+    }
+}
+
+/// `(ta[l], tb[l]) = f(g[l], a[l], b[l], out[l])` for the lanes `0..n`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn fill2<A: Col, B: Col>(
+    n: usize,
+    ta: &mut [f64],
+    tb: &mut [f64],
+    g: &[f64],
+    a: A,
+    b: B,
+    out: &[f64],
+    f: impl Fn(f64, f64, f64, f64) -> (f64, f64),
+) {
+    let (ta, tb, g, out) = (&mut ta[..n], &mut tb[..n], &g[..n], &out[..n]);
+    let (a, b) = (a.cut(n), b.cut(n));
+    for l in 0..n {
+        (ta[l], tb[l]) = f(g[l], a.at(l), b.at(l), out[l]);
     }
 }
 
@@ -1111,6 +1296,81 @@ mod tests {
             for (a, b) in lane_grads.iter().zip(&expect_grads) {
                 assert_eq!(a.to_bits(), b.to_bits(), "rows {rows}: {a} vs {b}");
             }
+        }
+    }
+
+    /// Every elementwise op, with each kind of operands a lane node can have
+    /// (lane and lane, lane and shared, shared and lane, one lane twice), and
+    /// `sum`, `logsumexp` and non-dense `dot`s mixing lanes and shared values.
+    /// Each parameter is used once, so per-sample replay gives its reduction.
+    fn build_ops(ar: &mut Arena) -> (NodeId, Vec<NodeId>, Vec<NodeId>, NodeId) {
+        let x: Vec<NodeId> = (0..3).map(|_| ar.leaf(0.0).unwrap()).collect();
+        let mut p = Vec::new();
+        let mut param = |ar: &mut Arena, v: f64| {
+            let id = ar.leaf(v).unwrap();
+            p.push(id);
+            id
+        };
+        let n = |id: NodeId| Operand::Node(id);
+        let p0 = param(ar, 0.6);
+        let a = ar.binary(Op::Mul, n(x[0]), n(p0)).unwrap();
+        let b = ar.binary(Op::Add, n(x[1]), n(x[2])).unwrap();
+        let e = ar.unary(Op::Exp, a, [0.0; 2]).unwrap();
+        let eb = ar.unary(Op::Exp, b, [0.0; 2]).unwrap();
+        let mut terms = Vec::new();
+        for op in [Op::Add, Op::Sub, Op::Mul, Op::Div, Op::Pow] {
+            terms.push(ar.binary(op, n(e), n(eb)).unwrap());
+            let (p1, p2) = (param(ar, 1.3), param(ar, 0.7));
+            terms.push(ar.binary(op, n(e), n(p1)).unwrap());
+            terms.push(ar.binary(op, n(p2), n(e)).unwrap());
+            terms.push(ar.binary(op, n(eb), n(eb)).unwrap());
+        }
+        let unary = [
+            (Op::Neg, [0.0; 2]),
+            (Op::PowConst, [3.0, 0.0]),
+            (Op::RPowConst, [1.5, 0.0]),
+            (Op::Exp, [0.0; 2]),
+            (Op::Tanh, [0.0; 2]),
+            (Op::Sigmoid, [0.0; 2]),
+            (Op::Relu, [0.0; 2]),
+            (Op::Abs, [0.0; 2]),
+            (Op::Clamp, [-0.5, 0.5]),
+        ];
+        for (op, c) in unary {
+            terms.push(ar.unary(op, b, c).unwrap());
+        }
+        terms.push(ar.unary(Op::Log, e, [0.0; 2]).unwrap());
+        let ps = [0.2, -0.3, 1.1, -0.4].map(|v| param(ar, v));
+        terms.push(ar.sum(&[n(b), n(ps[0]), n(e)]).unwrap());
+        terms.push(ar.logsumexp(&[n(b), n(ps[1]), n(a)]).unwrap());
+        terms.push(ar.dot(&[n(x[0]), n(ps[2])], &[n(x[1]), n(x[2])]).unwrap());
+        terms.push(ar.dot(&[n(b)], &[n(ps[3])]).unwrap());
+        let ts: Vec<Operand> = terms.iter().map(|&t| n(t)).collect();
+        let root = ar.sum(&ts).unwrap();
+        (root, x, p, b)
+    }
+
+    #[test]
+    fn every_op_and_operand_kind_matches_samples_run_one_by_one() {
+        for rows in [1, 7, 64, 65, 200] {
+            let mut ar = Arena::new();
+            let (root, inputs, params, out) = build_ops(&mut ar);
+            let tape = LaneTape::record(&mut ar, root, &inputs, &[out]).unwrap();
+            let x = data(rows);
+            let mut outs = vec![0.0; rows];
+            let seed = 1.0 / rows as f64;
+            let total = tape
+                .run(&mut ar, &x, rows, Some(seed), &mut outs, 1, &mut || false)
+                .unwrap();
+            let lane_grads: Vec<f64> = params.iter().map(|&p| ar.grad[p as usize]).collect();
+            let (expect_total, expect_grads) = by_sample(&mut ar, root, &inputs, &params, &x, rows);
+            assert!(expect_total.is_finite(), "rows {rows}");
+            assert_eq!(total.to_bits(), expect_total.to_bits(), "rows {rows}");
+            for (a, b) in lane_grads.iter().zip(&expect_grads) {
+                assert!(b.is_finite() && *b != 0.0, "rows {rows}: {b}");
+                assert_eq!(a.to_bits(), b.to_bits(), "rows {rows}: {a} vs {b}");
+            }
+            tape.release(&mut ar);
         }
     }
 
