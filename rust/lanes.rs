@@ -836,13 +836,13 @@ fn forward<'a>(ins: &Instr, args: &[Src], get: impl Fn(Src) -> In<'a>, o: &mut [
             }
         }
         Op::LogSumExp => {
-            let cols: Vec<In<'a>> = args.iter().map(|&s| get(s)).collect();
-            let at = |v: &In<'_>, l: usize| match v {
+            // Operand by operand for each lane (no buffer: nothing here can fail).
+            let at = |v: In<'_>, l: usize| match v {
                 In::L(v) => v[l],
-                In::S(v) => *v,
+                In::S(v) => v,
             };
             for (l, o) in o.iter_mut().enumerate() {
-                *o = ops::logsumexp(cols.iter().map(|c| at(c, l)));
+                *o = ops::logsumexp(args.iter().map(|&s| at(get(s), l)));
             }
         }
         Op::Dot => {
