@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from scalargrad import _core, reference
+from scalargrad import _core, reference  # noqa: F401 (the reference backend, scalargrad.reference)
 from scalargrad._backend import (
     BACKENDS,
     backend,
@@ -34,7 +34,7 @@ from scalargrad._backend import (
     module_of,
     sum,
 )
-from scalargrad._grad_mode import no_grad
+from scalargrad._grad_mode import both_backends, no_grad
 from scalargrad.batch import BatchTape, get_num_threads, set_num_threads
 from scalargrad.losses import softmax
 from scalargrad.train import History, evaluate, fit, predict
@@ -155,9 +155,5 @@ def detect_anomaly() -> Iterator[None]:
     ...
     FloatingPointError: detect_anomaly: log produced -inf from operands (x=0.0)
     """
-    previous = (_core.set_anomaly(True), reference.set_anomaly(True))
-    try:
+    with both_backends("set_anomaly", True):
         yield
-    finally:
-        _core.set_anomaly(previous[0])
-        reference.set_anomaly(previous[1])

@@ -12,7 +12,20 @@ from contextlib import contextmanager
 
 from scalargrad import _core, reference
 
-__all__ = ["no_grad"]
+__all__ = ["both_backends", "no_grad"]
+
+
+@contextmanager
+def both_backends(switch: str, on: bool) -> Iterator[None]:
+    """Sets the per-thread switch ``switch`` (``"set_grad_enabled"``,
+    ``"set_anomaly"``) of both backends to ``on`` for a block, then gives each back
+    the setting it had, also when the block raises."""
+    previous = (getattr(_core, switch)(on), getattr(reference, switch)(on))
+    try:
+        yield
+    finally:
+        getattr(_core, switch)(previous[0])
+        getattr(reference, switch)(previous[1])
 
 
 @contextmanager
@@ -38,9 +51,5 @@ def no_grad() -> Iterator[None]:
     >>> z._prev[0] is w
     True
     """
-    previous = (_core.set_grad_enabled(False), reference.set_grad_enabled(False))
-    try:
+    with both_backends("set_grad_enabled", False):
         yield
-    finally:
-        _core.set_grad_enabled(previous[0])
-        reference.set_grad_enabled(previous[1])
