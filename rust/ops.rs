@@ -127,6 +127,91 @@ impl Op {
     }
 }
 
+/// `match op` with one arm per op, each binding `$op` to that arm's constant op
+/// before running the body for its arity: the op table's own `match` inside
+/// `binary`, `unary`, ... then folds away, leaving one jump per node.
+#[macro_export]
+macro_rules! per_op {
+    ($x:expr, |$op:ident| { binary => $bin:expr, unary => $un:expr, nary => $nary:expr $(,)? }) => {{
+        use $crate::ops::Op;
+        match $x {
+            Op::Add => {
+                let $op = Op::Add;
+                $bin
+            }
+            Op::Sub => {
+                let $op = Op::Sub;
+                $bin
+            }
+            Op::Mul => {
+                let $op = Op::Mul;
+                $bin
+            }
+            Op::Div => {
+                let $op = Op::Div;
+                $bin
+            }
+            Op::Pow => {
+                let $op = Op::Pow;
+                $bin
+            }
+            Op::Neg => {
+                let $op = Op::Neg;
+                $un
+            }
+            Op::PowConst => {
+                let $op = Op::PowConst;
+                $un
+            }
+            Op::RPowConst => {
+                let $op = Op::RPowConst;
+                $un
+            }
+            Op::Exp => {
+                let $op = Op::Exp;
+                $un
+            }
+            Op::Log => {
+                let $op = Op::Log;
+                $un
+            }
+            Op::Tanh => {
+                let $op = Op::Tanh;
+                $un
+            }
+            Op::Sigmoid => {
+                let $op = Op::Sigmoid;
+                $un
+            }
+            Op::Relu => {
+                let $op = Op::Relu;
+                $un
+            }
+            Op::Abs => {
+                let $op = Op::Abs;
+                $un
+            }
+            Op::Clamp => {
+                let $op = Op::Clamp;
+                $un
+            }
+            Op::Sum => {
+                let $op = Op::Sum;
+                $nary
+            }
+            Op::Dot => {
+                let $op = Op::Dot;
+                $nary
+            }
+            Op::LogSumExp => {
+                let $op = Op::LogSumExp;
+                $nary
+            }
+            Op::Leaf | Op::Free => unreachable!("a leaf is not computed"),
+        }
+    }};
+}
+
 // ---- forward ---------------------------------------------------------------
 
 /// The one NaN both backends give back, in data and gradients (Python's
@@ -144,7 +229,7 @@ pub fn canon(x: f64) -> f64 {
 }
 
 /// Forward of a binary op.
-#[inline]
+#[inline(always)]
 pub fn binary(op: Op, a: f64, b: f64) -> f64 {
     match op {
         Op::Add => a + b,
@@ -157,7 +242,7 @@ pub fn binary(op: Op, a: f64, b: f64) -> f64 {
 }
 
 /// Forward of a unary op; `c` holds its constants (`c[0]` for pow, `lo, hi` for clamp).
-#[inline]
+#[inline(always)]
 pub fn unary(op: Op, a: f64, c: [f64; 2]) -> f64 {
     match op {
         Op::Neg => -a,
@@ -261,7 +346,7 @@ pub fn nary(op: Op, operands: &[u32], data: &[f64]) -> f64 {
 // ---- backward --------------------------------------------------------------
 
 /// The contributions `(to a, to b)` of a binary op, given the output gradient `g`.
-#[inline]
+#[inline(always)]
 pub fn binary_grad(op: Op, g: f64, a: f64, b: f64, out: f64) -> (f64, f64) {
     match op {
         Op::Add => (g, g),
@@ -274,7 +359,7 @@ pub fn binary_grad(op: Op, g: f64, a: f64, b: f64, out: f64) -> (f64, f64) {
 }
 
 /// The contribution to `a` of a unary op, given the output gradient `g`.
-#[inline]
+#[inline(always)]
 pub fn unary_grad(op: Op, g: f64, a: f64, out: f64, c: [f64; 2]) -> f64 {
     match op {
         Op::Neg => -g,

@@ -365,12 +365,13 @@ proptest! {
     /// On random graphs with shared nodes (built by the actions above), a compiled
     /// `run` gives every recorded node the value and gradient, bit for bit, that
     /// `zero_grad`, `forward` and `backward` node by node give, after the leaves
-    /// are changed.
+    /// are changed, whether it runs in place or on dense copies.
     #[test]
     fn compiled_run_matches_node_by_node(
         actions in prop::collection::vec(action(), 1..120),
         pick in any::<usize>(),
         new_leaves in prop::collection::vec(float(), 64),
+        in_place in any::<bool>(),
     ) {
         let mut ar = Arena::new();
         let mut m = Model::default();
@@ -392,16 +393,21 @@ proptest! {
             topo(&ar, root, &mut HashSet::new(), &mut want);
             want.reverse();
             prop_assert_eq!(backward::order(&mut ar, root).unwrap(), want);
-            let tape = crate::replay::Tape::record(&mut ar, root).unwrap();
+            // In place (the arena's arrays) or dense (contiguous copies).
+            let limit = if in_place { usize::MAX } else { 0 };
+            let tape = crate::replay::Tape::record_with(&mut ar, root, limit).unwrap();
             let leaves: Vec<NodeId> =
                 tape.order().iter().copied().filter(|&id| ar.op(id) == Op::Leaf).collect();
+            // A first run leaves its working arrays dirty for the second.
+            let mut scratch = crate::replay::Scratch::default();
+            prop_assert!(tape.run_compiled_with(&mut ar, &mut scratch).unwrap());
             for (&id, &v) in leaves.iter().zip(new_leaves.iter().cycle()) {
                 ar.data[id as usize] = v;
             }
             let snapshot = |ar: &Arena| -> Vec<(f64, f64)> {
                 tape.order().iter().map(|&id| (ar.data[id as usize], ar.grad[id as usize])).collect()
             };
-            prop_assert!(tape.run_compiled(&mut ar).unwrap());
+            prop_assert!(tape.run_compiled_with(&mut ar, &mut scratch).unwrap());
             let compiled = snapshot(&ar);
             for &id in tape.order() {
                 ar.data[id as usize] = if ar.op(id) == Op::Leaf { ar.data[id as usize] } else { 7.0 };

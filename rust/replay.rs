@@ -5,6 +5,7 @@
 use crate::arena::{reserve, Arena, ArenaError, NodeId};
 use crate::backward::{self, Anomaly};
 use crate::ops::{self, Op};
+use crate::per_op;
 
 /// The nodes reachable from a root, in processing order (root first), each held
 /// by one reference so the graph outlives the handles that built it.
@@ -20,9 +21,19 @@ impl Tape {
     /// Records the graph under `root` (which must be live); `Err` (out of
     /// memory) leaves the arena as it was.
     pub fn record(ar: &mut Arena, root: NodeId) -> Result<Tape, ArenaError> {
+        Tape::record_with(ar, root, IN_PLACE_LIMIT)
+    }
+
+    /// `record`, running in place up to `in_place_limit` nodes (tests use 0 to
+    /// take the dense path on small graphs).
+    pub(crate) fn record_with(
+        ar: &mut Arena,
+        root: NodeId,
+        in_place_limit: usize,
+    ) -> Result<Tape, ArenaError> {
         let order = backward::order(ar, root)?;
         let compiled = match order.len() <= COMPILE_LIMIT {
-            true => Some(Compiled::new(ar, &order)?),
+            true => Some(Compiled::new(ar, &order, order.len() <= in_place_limit)?),
             false => None,
         };
         for &id in &order {
@@ -125,109 +136,164 @@ struct Instr {
     c: [f64; 2],
 }
 
-/// A tape renumbered densely, operands first: a run gathers the leaves' values,
-/// computes forward and backward over contiguous arrays, and writes every node's
-/// value and gradient back to the arena.
+/// Tapes up to this many nodes run in place, on the arena's own arrays (their
+/// nodes fit in cache wherever they are); larger ones are renumbered densely.
+const IN_PLACE_LIMIT: usize = 1 << 12;
+
+/// A tape as straight-line code, operands first, over *slots*. A small tape's
+/// slots are its nodes' arena ids, and a run computes in the arena's arrays in
+/// place. A large tape is renumbered densely: a run gathers the leaves' values
+/// into contiguous arrays, computes forward and backward there, and writes every
+/// node's value and gradient back to the arena. Both do the same float
+/// operations in the same order.
 struct Compiled {
-    /// Arena id of each slot, in forward order (the root last).
+    /// Arena id of each node, in forward order (the root last).
     ids: Vec<NodeId>,
-    /// Slots of the leaves.
+    /// Slots are arena ids (in place), else positions in `ids` (dense).
+    in_place: bool,
+    /// Slots of the leaves (dense only).
     leaves: Vec<u32>,
     /// The other nodes, in forward order.
     code: Vec<Instr>,
     args: Vec<u32>,
+    /// One more than the largest slot.
+    extent: usize,
 }
 
 impl Compiled {
-    fn new(ar: &Arena, order: &[NodeId]) -> Result<Compiled, ArenaError> {
+    fn new(ar: &Arena, order: &[NodeId], in_place: bool) -> Result<Compiled, ArenaError> {
         let mut ids: Vec<NodeId> = Vec::new();
         reserve(&mut ids, order.len())?;
         ids.extend(order.iter().rev());
         let mut slot = rustc_hash::FxHashMap::default();
-        slot.try_reserve(ids.len())
-            .map_err(|_| ArenaError::Memory)?;
-        for (k, &id) in ids.iter().enumerate() {
-            slot.insert(id, k as u32);
+        if !in_place {
+            slot.try_reserve(ids.len())
+                .map_err(|_| ArenaError::Memory)?;
+            for (k, &id) in ids.iter().enumerate() {
+                slot.insert(id, k as u32);
+            }
         }
+        let slot_of = |id: NodeId| if in_place { id } else { slot[&id] };
         let (mut leaves, mut code, mut args) = (Vec::new(), Vec::new(), Vec::new());
-        for (k, &id) in ids.iter().enumerate() {
+        for &id in &ids {
             let op = ar.op(id);
             reserve(&mut leaves, 1)?;
             reserve(&mut code, 1)?;
             reserve(&mut args, ar.n_operands(id))?;
             let (a, b) = match op {
                 Op::Leaf | Op::Free => {
-                    leaves.push(k as u32);
+                    leaves.push(slot_of(id));
                     continue;
                 }
                 _ if op.is_nary() => {
                     let start = args.len() as u32;
-                    args.extend((0..ar.n_operands(id)).map(|j| slot[&ar.operand(id, j)]));
+                    args.extend((0..ar.n_operands(id)).map(|j| slot_of(ar.operand(id, j))));
                     (start, args.len() as u32)
                 }
-                _ if op.is_binary() => (slot[&ar.operand(id, 0)], slot[&ar.operand(id, 1)]),
-                _ => (slot[&ar.operand(id, 0)], 0),
+                _ if op.is_binary() => (slot_of(ar.operand(id, 0)), slot_of(ar.operand(id, 1))),
+                _ => (slot_of(ar.operand(id, 0)), slot_of(ar.operand(id, 0))),
             };
             code.push(Instr {
                 op,
-                out: k as u32,
+                out: slot_of(id),
                 a,
                 b,
                 c: ar.consts(id),
             });
         }
+        if in_place {
+            leaves = Vec::new();
+        }
+        let extent = match in_place {
+            true => ids.iter().max().map_or(0, |&m| m as usize + 1),
+            false => ids.len(),
+        };
         Ok(Compiled {
             ids,
+            in_place,
             leaves,
             code,
             args,
+            extent,
         })
     }
 
     fn run(&self, ar: &mut Arena, scratch: &mut Scratch) -> Result<(), ArenaError> {
+        if self.in_place {
+            // The tape holds its nodes, and the arena's arrays never shrink.
+            assert!(self.extent <= ar.data.len() && self.extent <= ar.grad.len());
+            for &id in &self.ids {
+                ar.grad[id as usize] = 0.0;
+            }
+            let root = *self.ids.last().expect("a tape has a root");
+            // SAFETY: every slot is an arena id below `extent` (checked above).
+            unsafe { self.sweep(&mut ar.data, &mut ar.grad, root) };
+            return Ok(());
+        }
         let n = self.ids.len();
-        let zeros = |v: &mut Vec<f64>| -> Result<(), ArenaError> {
-            v.clear();
-            reserve(v, n)?;
-            v.resize(n, 0.0);
-            Ok(())
-        };
-        zeros(&mut scratch.data)?;
-        zeros(&mut scratch.grad)?;
+        // Every value slot is written before it is read (the leaves first, then
+        // each node after its operands), so only the gradients start from zero.
+        for v in [&mut scratch.data, &mut scratch.grad] {
+            if v.len() != n {
+                v.clear();
+                reserve(v, n)?;
+                v.resize(n, 0.0);
+            }
+        }
         let (data, grad) = (&mut scratch.data[..], &mut scratch.grad[..]);
+        grad.fill(0.0);
         for &k in &self.leaves {
             data[k as usize] = ar.data[self.ids[k as usize] as usize];
         }
-        for ins in &self.code {
-            let (a, b) = (ins.a as usize, ins.b as usize);
-            data[ins.out as usize] = match ins.op {
-                Op::Sum => ops::nary(Op::Sum, &self.args[a..b], data),
-                Op::Dot => ops::nary(Op::Dot, &self.args[a..b], data),
-                Op::LogSumExp => ops::nary(Op::LogSumExp, &self.args[a..b], data),
-                op if op.is_binary() => ops::binary(op, data[a], data[b]),
-                op => ops::unary(op, data[a], ins.c),
-            };
-        }
-        // Backward, as `backward::backprop` does it, node by node from the root.
-        grad[n - 1] = 1.0;
-        for ins in self.code.iter().rev() {
-            let (a, b) = (ins.a as usize, ins.b as usize);
-            let (g, out) = (grad[ins.out as usize], data[ins.out as usize]);
-            match ins.op {
-                op if op.is_nary() => ops::nary_grad(op, g, out, &self.args[a..b], data, grad),
-                op if op.is_binary() => {
-                    let (ga, gb) = ops::binary_grad(op, g, data[a], data[b], out);
-                    grad[a] += ga;
-                    grad[b] += gb;
-                }
-                op => grad[a] += ops::unary_grad(op, g, data[a], out, ins.c),
-            }
-        }
+        // SAFETY: every slot is below `n`, the length of `data` and `grad`.
+        unsafe { self.sweep(data, grad, n as u32 - 1) };
         for ((&id, &d), &g) in self.ids.iter().zip(data.iter()).zip(grad.iter()) {
             ar.data[id as usize] = d;
             ar.grad[id as usize] = g;
         }
         Ok(())
+    }
+
+    /// Forward over `code`, then backward from `root` (whose gradient is set to
+    /// 1.0), as `backward::backprop` does it, node by node.
+    ///
+    /// # Safety
+    /// Every slot of `code` (`out`, `a`, `b`; an n-ary op's `a..b` indexes
+    /// `args`, read with bounds checks) is less than the length of `data` and of
+    /// `grad`, and so is `root`.
+    unsafe fn sweep(&self, data: &mut [f64], grad: &mut [f64], root: u32) {
+        let (n, m) = (data.len(), grad.len());
+        let (dp, gp) = (data.as_mut_ptr(), grad.as_mut_ptr());
+        // SAFETY (each read and write through `dp` and `gp`): the caller's promise.
+        let d = |i: u32| unsafe { *dp.add(i as usize) };
+        let all = || unsafe { std::slice::from_raw_parts(dp, n) };
+        for ins in &self.code {
+            let (a, b) = (ins.a, ins.b);
+            let v = per_op!(ins.op, |op| {
+                binary => ops::binary(op, d(a), d(b)),
+                unary => ops::unary(op, d(a), ins.c),
+                nary => ops::nary(op, &self.args[a as usize..b as usize], all()),
+            });
+            unsafe { *dp.add(ins.out as usize) = v };
+        }
+        let add = |i: u32, x: f64| unsafe { *gp.add(i as usize) += x };
+        unsafe { *gp.add(root as usize) = 1.0 };
+        for ins in self.code.iter().rev() {
+            let (a, b) = (ins.a, ins.b);
+            let (g, out) = (unsafe { *gp.add(ins.out as usize) }, d(ins.out));
+            per_op!(ins.op, |op| {
+                binary => {
+                    let (ga, gb) = ops::binary_grad(op, g, d(a), d(b), out);
+                    add(a, ga);
+                    add(b, gb);
+                },
+                unary => add(a, ops::unary_grad(op, g, d(a), out, ins.c)),
+                nary => {
+                    let grad = unsafe { std::slice::from_raw_parts_mut(gp, m) };
+                    ops::nary_grad(op, g, out, &self.args[a as usize..b as usize], all(), grad)
+                },
+            });
+        }
     }
 }
 

@@ -4,6 +4,7 @@ compared. No timing is asserted."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -156,7 +157,7 @@ def test_small_graphs_quick_rows():
     baseline = "micrograd" if "micrograd" in bench.engines() else "reference"
     for graph in ("tiny", "small"):
         got = {r["engine"]: r for r in rows if r["metric"] == f"{graph}: build + backward"}
-        assert {"rust eager", "rust Tape", "reference"} <= set(got)
+        assert {"rust eager", "rust Tape", "reference", "python floats"} <= set(got)
         for r in got.values():
             check_figure(r, 3)
             check_ratio(rows, r, baseline)
@@ -183,10 +184,12 @@ def test_small_graph_expressions(backend):
         "138.8338",
         "645.5773",
     )
-    tape = backend.Tape(g)
-    backend.set_data([a, b], [-4.0, 2.0])
-    assert tape.run() == g.data
+    tape = backend.Tape(g, inputs=[a, b])
+    a.data = b.data = 0.0
+    assert tape.run([-4.0, 2.0]) == g.data
     assert (f"{a.grad:.4f}", f"{b.grad:.4f}") == ("138.8338", "645.5773")
+    # the floor row: the same expression on plain floats
+    assert bench.small_expression(-4.0, 2.0, functools.partial(max, 0.0)) == g.data
 
 
 def test_memory_quick_rows_per_window():

@@ -54,6 +54,65 @@ def test_tape_replay_matches_a_rebuilt_graph(backend):
         assert [g.hex() for g in replayed] == [p.grad.hex() for p in w + x]
 
 
+def test_tape_run_with_values_sets_the_inputs_then_runs(backend):
+    V = backend.Value
+    w, a, b = V(0.5), V(-4.0), V(2.0)
+    xs = [(1.5, -2.0), (3, 0.25), (np.float64(-1.0), True), np.array([0.5, 7.0])]
+
+    def build():
+        return ((a * w + b) ** 2 + 10.0 / (a - b)).relu() * b
+
+    tape = backend.Tape(build(), inputs=[a, b])
+    assert tape.inputs == [a, b] and tape.inputs[0] is a
+    plain = backend.Tape(build())
+    assert plain.inputs == []
+    for values in xs:
+        value = tape.run(values)
+        grads = [v.grad for v in (w, a, b)]
+        assert [a.data, b.data] == [float(x) for x in values]
+        for v in (w, a, b):
+            v.grad = 0.0
+        fresh = build()
+        fresh.backward()
+        assert value.hex() == fresh.data.hex()
+        assert [g.hex() for g in grads] == [v.grad.hex() for v in (w, a, b)]
+    # run() without values keeps the inputs as they are
+    assert tape.run() == value and (a.data, b.data) == (0.5, 7.0)
+
+
+def test_tape_inputs_and_values_are_checked(backend):
+    V = backend.Value
+    a, b, c = V(1.0), V(2.0), V(3.0)
+    y = a * b + c
+    with pytest.raises(ValueError, match=r"Tape: input 1 must be a leaf, got a node made by 'mul'"):
+        backend.Tape(y, inputs=[a, a * b])
+    with pytest.raises(ValueError, match="Tape: inputs 0 and 2 are the same Value"):
+        backend.Tape(y, inputs=[a, b, a])
+    with pytest.raises(TypeError, match="Tape inputs: element 1 must be a .* Value, got float"):
+        backend.Tape(y, inputs=[a, 2.0])
+    with pytest.raises(ValueError, match="has no inputs"):
+        backend.Tape(y).run([1.0])
+    tape = backend.Tape(y, inputs=[a, b])
+    before = (a.data, b.data, a.grad, b.grad)
+    bad = [
+        ([1.0], ValueError, r"Tape.run: expected 2 numbers \(one per input\), got 1"),
+        ((1.0, 2.0, 3.0), ValueError, "expected 2 numbers"),
+        ([1.0, "x"], TypeError, "Tape.run: element 1 of values must be a number, got str"),
+        ([c, 1.0], TypeError, "Tape.run: element 0 of values must be a number, not a Value"),
+        (5, TypeError, "Tape.run: values must be a sequence of numbers .*got int"),
+    ]
+    for values, kind, message in bad:
+        with pytest.raises(kind, match=message):
+            tape.run(values)
+        assert (a.data, b.data, a.grad, b.grad) == before  # nothing set
+    # an input outside the root's graph is set all the same, as set_data sets it
+    d = V(0.0)
+    other = backend.Tape(y, inputs=[a, d])
+    assert other.run([2.0, 9.0]) == 2.0 * 2.0 + 3.0 and d.data == 9.0
+    del other, tape
+    assert d.data == 9.0 and a.data == 2.0  # the inputs outlive the tapes
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -117,7 +117,7 @@ impl LaneTape {
         let tape = lanes::LaneTape::record(&mut ar, root.get().id, &inputs, &outputs).map_err(
             |e| match e {
                 RecordError::InputNotLeaf(k) => PyValueError::new_err(format!(
-                    "LaneTape: input {k} must be a leaf, got a node made by {:?}",
+                    "LaneTape: input {k} must be a leaf, got a node made by '{}'",
                     ar.op(inputs[k]).kind()
                 )),
                 RecordError::DuplicateInput(j, k) => PyValueError::new_err(format!(
