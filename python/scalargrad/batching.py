@@ -202,13 +202,14 @@ class Batches:
     def run(self, idx: list[int]) -> tuple[float, Optional[int]]:
         """Forward and backward on the samples ``idx`` (gradients of the model's
         parameters start from 0): the loss and the count of right predictions
-        (``None`` for regression losses)."""
+        (``None`` for regression losses). Full-batch, ``idx`` is every sample in
+        order (``fit`` never shuffles a single batch)."""
         if self._tape is not None:
             # Same graph as last time: re-run it on the updated parameters.
             value = self._tape.run()
             return value, count_correct(self.kind, self._outs, self.targets)
         if self._lanes is not None:
-            return self._lanes.run(idx)
+            return self._lanes.run(None if self.full_batch else idx)
         bx = [self.rows[i] for i in idx]
         by = [self.targets[i] for i in idx]
         loss, outs, correct = loss_on(self.model, self.loss_fn, self.kind, bx, by, self.l2)
@@ -254,6 +255,7 @@ class _Lanes:
         self.y = np.array(targets, dtype=float)
 
     def run(self, idx: Any) -> tuple[float, Optional[int]]:
+        """One step on the rows ``idx`` (``None``: all of them, in order, with no copy)."""
         if self.l2 is not None:
             penalty = self.l2.run()  # sets every parameter's gradient to the penalty's
         elif self.group is not None:
@@ -261,7 +263,8 @@ class _Lanes:
         else:
             for p in self.params:
                 p.grad = 0.0
-        value = self.tape.run(self.data[idx])
+        data, y = (self.data, self.y) if idx is None else (self.data[idx], self.y[idx])
+        value = self.tape.run(data)
         if self.l2 is not None:
             value = value + penalty
-        return value, _count_rows(self.kind, self.tape.outputs, self.y[idx])
+        return value, _count_rows(self.kind, self.tape.outputs, y)
