@@ -167,6 +167,13 @@ def _outcome(f, *args, **kwargs):
 
 XY4 = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
 
+
+def _ragged() -> np.ndarray:
+    rows = np.empty(2, dtype=object)
+    rows[0], rows[1] = [1.0, 2.0], [3.0]
+    return rows
+
+
 X_CASES = [
     np.array(XY4),
     XY4,
@@ -187,6 +194,7 @@ X_CASES = [
     [[1.0, 2.0], [3.0]],  # ragged
     [[1.0, 2.0], [3.0, 4.0, 5.0]],
     [[1.0, 2.0], 3.0],
+    _ragged(),  # an object array of rows
     [["a", 1.0]],  # non-numbers
     np.array([["a", "b"]]),
     [["1.5", "2"]],  # strings float() reads
@@ -367,6 +375,14 @@ BAD = [
     ),
     (
         [[1.0, 2.0], [3.0]],
+        [1, -1],
+        "hinge",
+        1,
+        ValueError,
+        "fit: each sample of X must have 2 features (the model's inputs), got 1 in sample 1",
+    ),
+    (
+        _ragged(),
         [1, -1],
         "hinge",
         1,
