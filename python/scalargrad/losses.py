@@ -12,6 +12,7 @@ differentiates like any other expression.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -192,11 +193,8 @@ def _numeric_column(targets: Any) -> Any:
         kinds = set(map(type, targets))
         if not (kinds <= {float, int, bool} or kinds <= {list, tuple}):
             return None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # NumPy < 1.24 warns of ragged rows
-                y = np.asarray(targets)
-        except (TypeError, ValueError, OverflowError):
+        y = _asarray(targets)
+        if y is None:
             return None
     else:
         return None
@@ -207,6 +205,30 @@ def _numeric_column(targets: Any) -> Any:
     elif y.ndim != 1:
         return None
     return y.astype(np.float64)
+
+
+def _asarray(seq: Any) -> Any:
+    """``np.asarray(seq)``, or ``None`` where NumPy cannot make one array of it
+    (ragged, or an int no dtype holds)."""
+    import numpy as np
+
+    try:
+        if _ragged_warns():
+            with warnings.catch_warnings():  # not thread-safe: only where it is needed
+                warnings.simplefilter("ignore")
+                return np.asarray(seq)
+        return np.asarray(seq)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+@functools.cache
+def _ragged_warns() -> bool:
+    """Whether this NumPy warns of ragged nested lists (before 1.24) instead of
+    raising ``ValueError``."""
+    import numpy as np
+
+    return bool(np.lib.NumpyVersion(np.__version__) < "1.24.0")
 
 
 def _expects(name: str, n_classes: Optional[int], soft: bool) -> str:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
@@ -111,11 +110,8 @@ def _numeric_rows(X: Any) -> Any:
                     return None
             except TypeError:  # a 0-d array
                 return None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # NumPy < 1.24 warns of ragged rows
-                array = np.asarray(X)
-        except (TypeError, ValueError, OverflowError):
+        array = losses._asarray(X)
+        if array is None:
             return None
     else:
         return None
