@@ -23,6 +23,25 @@ __all__ = ["Batches", "count_correct", "forward", "loss_on", "replayable"]
 
 LossFn = Callable[[list, list], Any]
 
+#: A data set's samples: a float64 array with a row per sample, or a list of lists
+#: of floats (what ``train`` makes of inputs NumPy cannot hold as numbers). Targets
+#: are a 1-D array or a list likewise.
+Rows = Any
+
+
+def _lists(data: Any) -> list:
+    """``data`` as lists of Python numbers, for the paths that call the model or the
+    loss on each sample: an array's ``tolist()`` (the same floats), a list as is."""
+    return data.tolist() if hasattr(data, "tolist") else data
+
+
+def _array(rows: Rows) -> Any:
+    """``rows`` as a C-contiguous float64 2-D array."""
+    import numpy as np
+
+    return np.ascontiguousarray(rows, dtype=np.float64)
+
+
 # Binary classifiers: right when (output > first) == (target > second).
 _THRESHOLDS = {
     "hinge": (0.0, 0),
@@ -72,41 +91,40 @@ def _builtin(model: Any) -> bool:
     return type(model) in (MLP, Layer, Neuron) and bool(model.parameters())
 
 
-def predict_rows(model: Any, rows: list) -> list[Any]:
+def predict_rows(model: Any, rows: Rows) -> list[Any]:
     """The model's outputs on ``rows`` as floats (lists of floats for multi-output
     models): for a built-in model, one sample's graph run over all rows as batched
     lanes (the same bits as calling the model on each row); any other model called
     on each row under ``no_grad()``, which keeps no graph."""
-    if not rows or not _builtin(model):
+    if not len(rows) or not _builtin(model):
         with no_grad():
-            outs = forward(model, rows)
+            outs = forward(model, _lists(rows))
             return [
                 [float(v) for v in o] if isinstance(o, (list, tuple)) else float(o) for o in outs
             ]
-    import numpy as np
-
     from scalargrad.batch import BatchTape
 
+    data = _array(rows)
     B = _backend.module_of(model.parameters()[:1])
-    x = [B.Value(0.0) for _ in rows[0]]
+    x = [B.Value(0.0) for _ in range(data.shape[1])]
     out = model(x)
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
     root = outs[0] if len(outs) == 1 else _backend.sum(outs)  # a root that reaches them all
-    values = BatchTape(root, x, outs).forward(np.array(rows, dtype=float))
+    values = BatchTape(root, x, outs).forward(data)
     return values.tolist() if isinstance(out, (list, tuple)) else values[:, 0].tolist()
 
 
 def evaluate_rows(
-    model: Any, loss_fn: LossFn, kind: Optional[str], rows: list, targets: list
+    model: Any, loss_fn: LossFn, kind: Optional[str], rows: Rows, targets: Any
 ) -> tuple[float, Optional[int]]:
     """The loss on ``rows``/``targets`` and the count of right predictions, forward
     only: as batched lanes for a built-in model and loss (the same bits as
     building the loss), else by building it."""
-    if rows and _builtin(model) and kind in losses._TERMS:
+    if len(rows) and _builtin(model) and kind in losses._TERMS:
         lanes = _Lanes(model, kind, 0.0, rows, targets)
         lanes.tape.forward(lanes.data)
         return lanes.tape.value, _count_rows(kind, lanes.tape.outputs, lanes.y)  # type: ignore[return-value]
-    loss, _, correct = loss_on(model, loss_fn, kind, rows, targets)
+    loss, _, correct = loss_on(model, loss_fn, kind, _lists(rows), _lists(targets))
     return loss.data, correct
 
 
@@ -151,15 +169,14 @@ class Batches:
         model: Any,
         loss_fn: LossFn,
         kind: Optional[str],
-        rows: list,
-        targets: list,
+        rows: Rows,
+        targets: Any,
         *,
         l2: float = 0.0,
         batch_size: Optional[int] = None,
         replay: Optional[bool] = None,
     ) -> None:
         self.model, self.loss_fn, self.kind, self.l2 = model, loss_fn, kind, l2
-        self.rows, self.targets = rows, targets
         self.params = model.parameters()
         n = len(rows)
         self.full_batch = batch_size is None or batch_size >= n
@@ -177,17 +194,22 @@ class Batches:
         self._lanes: Optional[_Lanes] = None
         if self.replay and kind in losses._TERMS and n and self.params:
             self._lanes = _Lanes(model, kind, l2, rows, targets)
+            self.rows, self.targets = rows, targets
+        else:
+            # The model and the loss are called on each sample: Python numbers.
+            self.rows, self.targets = _lists(rows), _lists(targets)
 
     def run(self, idx: list[int]) -> tuple[float, Optional[int]]:
         """Forward and backward on the samples ``idx`` (gradients of the model's
         parameters start from 0): the loss and the count of right predictions
-        (``None`` for regression losses)."""
+        (``None`` for regression losses). Full-batch, ``idx`` is every sample in
+        order (``fit`` never shuffles a single batch)."""
         if self._tape is not None:
             # Same graph as last time: re-run it on the updated parameters.
             value = self._tape.run()
             return value, count_correct(self.kind, self._outs, self.targets)
         if self._lanes is not None:
-            return self._lanes.run(idx)
+            return self._lanes.run(None if self.full_batch else idx)
         bx = [self.rows[i] for i in idx]
         by = [self.targets[i] for i in idx]
         loss, outs, correct = loss_on(self.model, self.loss_fn, self.kind, bx, by, self.l2)
@@ -208,7 +230,7 @@ class _Lanes:
     the outputs are bit-identical to rebuilding the batch's graph; the parameters'
     gradients are added in the order ``BatchTape`` documents."""
 
-    def __init__(self, model: Any, kind: str, l2: float, rows: list, targets: list) -> None:
+    def __init__(self, model: Any, kind: str, l2: float, rows: Rows, targets: Any) -> None:
         import numpy as np
 
         from scalargrad.batch import BatchTape
@@ -219,18 +241,21 @@ class _Lanes:
         x = [B.Value(0.0) for _ in rows[0]]
         out = model(x)
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
-        codes = np.array([code(t, len(outs)) for t in targets], dtype=float)
+        codes = losses._codes(kind, targets, len(outs))
+        if codes is None:
+            codes = np.array([code(t, len(outs)) for t in targets], dtype=float)
         codes = codes.reshape(len(rows), -1)
         c = [B.Value(0.0) for _ in range(codes.shape[1])]
         one_number = isinstance(code(targets[0], len(outs)), float)
         self.tape = BatchTape(term(out, c[0] if one_number else c), [*x, *c], outs)
-        self.data = np.ascontiguousarray(np.column_stack([np.array(rows, dtype=float), codes]))
+        self.data = np.ascontiguousarray(np.column_stack([_array(rows), codes]))
         self.l2 = B.Tape(losses.l2(params, l2)) if l2 else None
         self.group = _backend.param_group(params)
         self.params, self.kind = params, kind
         self.y = np.array(targets, dtype=float)
 
     def run(self, idx: Any) -> tuple[float, Optional[int]]:
+        """One step on the rows ``idx`` (``None``: all of them, in order, with no copy)."""
         if self.l2 is not None:
             penalty = self.l2.run()  # sets every parameter's gradient to the penalty's
         elif self.group is not None:
@@ -238,7 +263,8 @@ class _Lanes:
         else:
             for p in self.params:
                 p.grad = 0.0
-        value = self.tape.run(self.data[idx])
+        data, y = (self.data, self.y) if idx is None else (self.data[idx], self.y[idx])
+        value = self.tape.run(data)
         if self.l2 is not None:
             value = value + penalty
-        return value, _count_rows(self.kind, self.tape.outputs, self.y[idx])
+        return value, _count_rows(self.kind, self.tape.outputs, y)

@@ -12,7 +12,9 @@ differentiates like any other expression.
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -146,6 +148,89 @@ def check_targets(
     return out
 
 
+def _checked_targets(
+    loss: str, targets: Any, n_classes: Optional[int] = None, *, caller: Optional[str] = None
+) -> Any:
+    """``check_targets(loss, targets, n_classes, caller=caller)``, as a 1-D NumPy
+    array of the same numbers (int64 for ``softmax_cross_entropy``, else float64)
+    checked without a Python loop per target when ``targets`` is numeric (an array,
+    or a list of numbers or of one-number rows); otherwise, or when a target is bad,
+    ``check_targets`` itself: its list, or its error."""
+    import numpy as np
+
+    y = _numeric_column(targets)
+    if y is not None:
+        name = _CANONICAL.get(loss, loss)
+        if name == "hinge":
+            ok = (y == 1.0) | (y == -1.0)
+        elif name in ("binary_cross_entropy", "bce_with_logits"):
+            ok = (y == 0.0) | (y == 1.0)
+        elif name == "softmax_cross_entropy":
+            # `2**53`: beyond it an int64 may not hold the class index check_targets gives.
+            top = min(n_classes or math.inf, 2.0**53)
+            with np.errstate(invalid="ignore"):
+                ok = np.isfinite(y) & (y == np.trunc(y)) & (y >= 0) & (y < top)
+            if ok.all():
+                return y.astype(np.int64)
+        else:
+            ok = np.isfinite(y)
+        if ok.all():
+            return y
+    return check_targets(loss, targets, n_classes, caller=caller)
+
+
+def _numeric_column(targets: Any) -> Any:
+    """``targets`` as a float64 1-D array when ``_column`` would give the numbers of
+    a numeric array (1-D, or an ``(n, 1)`` column) or of a list of Python numbers
+    (or of one-number lists); else ``None``."""
+    import numpy as np
+
+    if isinstance(targets, np.ndarray):
+        if isinstance(targets, np.ma.MaskedArray):
+            return None
+        y = targets
+    elif type(targets) in (list, tuple):
+        kinds = set(map(type, targets))
+        if not (kinds <= {float, int, bool} or kinds <= {list, tuple}):
+            return None
+        y = _asarray(targets)
+        if y is None:
+            return None
+    else:
+        return None
+    if not (y.dtype.kind in "biu" or (y.dtype.kind == "f" and y.dtype.itemsize <= 8)):
+        return None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    elif y.ndim != 1:
+        return None
+    return y.astype(np.float64)
+
+
+def _asarray(seq: Any) -> Any:
+    """``np.asarray(seq)``, or ``None`` where NumPy cannot make one array of it
+    (ragged, or an int no dtype holds)."""
+    import numpy as np
+
+    try:
+        if _ragged_warns():
+            with warnings.catch_warnings():  # not thread-safe: only where it is needed
+                warnings.simplefilter("ignore")
+                return np.asarray(seq)
+        return np.asarray(seq)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+@functools.cache
+def _ragged_warns() -> bool:
+    """Whether this NumPy warns of ragged nested lists (before 1.24) instead of
+    raising ``ValueError``."""
+    import numpy as np
+
+    return bool(np.lib.NumpyVersion(np.__version__) < "1.24.0")
+
+
 def _expects(name: str, n_classes: Optional[int], soft: bool) -> str:
     if name == "hinge":
         return "-1 or +1"
@@ -200,6 +285,10 @@ def _hinge_code(t: Any) -> float:
     return -(1.0 if t > 0 else -1.0)
 
 
+def _hinge_code_n(t: Any, n: int) -> float:
+    return _hinge_code(t)
+
+
 def _hinge_term(s: Any, c: Any) -> Any:
     return (1 + c * s).relu()
 
@@ -229,10 +318,36 @@ _TERMS: dict[str, tuple[Callable[[Any, int], Any], Callable[[Any, Any], Any]]] =
     "bce": (_float_code, _bce_term),
     "binary_cross_entropy": (_float_code, _bce_term),
     "bce_with_logits": (_float_code, _bce_logits_term),
-    "hinge": (lambda t, n: _hinge_code(t), _hinge_term),
+    "hinge": (_hinge_code_n, _hinge_term),
     "softmax_cross_entropy": (_one_hot, _softmax_term),
     "cross_entropy": (_one_hot, _softmax_term),
 }
+
+
+def _codes(kind: str, targets: Any, n_outputs: int) -> Any:
+    """What ``np.array([code(t, n_outputs) for t in targets], dtype=float)`` gives for
+    the loss ``kind``'s ``code`` (``_TERMS``), from a 1-D array of checked targets
+    (``_checked_targets``), computed over the whole array at once: one-hot rows by
+    indexing, hinge's ``-y`` by ``np.where``, the others' floats by ``astype``.
+    ``None`` for a list, or for class indices a one-hot row of ``n_outputs`` has no
+    place for (the per-target code then raises)."""
+    import numpy as np
+
+    if not isinstance(targets, np.ndarray):
+        return None
+    code = _TERMS[kind][0]
+    if code is _one_hot:
+        n = len(targets)
+        if targets.dtype.kind != "i" or not ((targets >= -n_outputs) & (targets < n_outputs)).all():
+            return None
+        codes = np.zeros((n, n_outputs))
+        codes[np.arange(n), targets] = 1.0  # a negative index counts from the end, as a list's
+        return codes
+    if code is _float_code:
+        return targets.astype(np.float64)
+    if code is _hinge_code_n:
+        return np.where(targets > 0, -1.0, 1.0)
+    return None
 
 
 def mse(preds: Sequence[Any], targets: Sequence[Any]) -> Value:

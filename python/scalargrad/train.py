@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from scalargrad import losses
-from scalargrad.batching import Batches, evaluate_rows, predict_rows
+from scalargrad.batching import Batches, Rows, evaluate_rows, predict_rows
 from scalargrad.optim import Adam, Optimizer
 
 __all__ = ["History", "LOSSES", "evaluate", "fit", "fit_like_micrograd", "predict"]
@@ -62,7 +62,76 @@ def _row(row: Any) -> list[float]:
     return [float(v) for v in row] if isinstance(row, (list, tuple)) else [float(row)]
 
 
-def _rows(caller: str, X: Any, nin: Optional[int] = None) -> list[list[float]]:
+def _rows(caller: str, X: Any, nin: Optional[int] = None) -> Rows:
+    """The samples of ``X`` as a float64 array with a row per sample (or, where
+    NumPy cannot hold them as numbers, as lists of floats), checked against the
+    model's ``nin`` inputs; a 1-D ``X`` is one feature per sample."""
+    array = _numeric_rows(X)
+    if array is None:
+        return _rows_of_lists(caller, X, nin)
+    n, width = array.shape
+    if n == 0:
+        raise ValueError(f"{caller}: X is empty")
+    if nin is not None and width != nin:
+        hint = ""
+        if nin > 1 and width == 1 and n == nin:
+            hint = "; X looks like one sample: pass [x] for a single sample"
+        raise ValueError(
+            f"{caller}: each sample of X must have {nin} features (the model's "
+            f"inputs), got {width} in sample 0{hint}"
+        )
+    return array
+
+
+#: The types of sample ``_numeric_rows`` hands to ``np.asarray`` from a list: the
+#: ones the per-sample path reads the same way (a row's numbers, or one number).
+_ROW_TYPES = frozenset({list, tuple})
+_NUMBER_TYPES = frozenset({float, int, bool})
+
+
+def _numeric_rows(X: Any) -> Any:
+    """``X`` as a C-contiguous float64 2-D array when it is a numeric NumPy array,
+    or a list or tuple of rows (or of numbers) that NumPy turns into one holding
+    the same floats the per-sample path reads; else ``None`` (that path then reads
+    it, and raises its messages)."""
+    import numpy as np
+
+    if isinstance(X, np.ndarray):
+        if isinstance(X, np.ma.MaskedArray):
+            return None
+        array = X
+    elif type(X) in (list, tuple):
+        kinds = set(map(type, X))
+        if not kinds <= _NUMBER_TYPES:
+            if not kinds <= _ROW_TYPES | {np.ndarray}:
+                return None
+            try:
+                if len(set(map(len, X))) != 1:  # ragged: the per-sample path says where
+                    return None
+            except TypeError:  # a 0-d array
+                return None
+        array = losses._asarray(X)
+        if array is None:
+            return None
+    else:
+        return None
+    if not _numeric(array.dtype):
+        return None
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    elif array.ndim != 2:
+        return None
+    return np.ascontiguousarray(array, dtype=np.float64)
+
+
+def _numeric(dtype: Any) -> bool:
+    """Whether ``float()`` of every element gives what ``astype(float64)`` does:
+    bools, integers, and floats of at most 64 bits."""
+    return dtype.kind in "biu" or (dtype.kind == "f" and dtype.itemsize <= 8)
+
+
+def _rows_of_lists(caller: str, X: Any, nin: Optional[int] = None) -> list[list[float]]:
+    """``_rows`` one sample at a time: whatever ``_numeric_rows`` does not take."""
     if hasattr(X, "tolist"):
         X = X.tolist()
     if isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
@@ -104,8 +173,10 @@ def _loss_fn(loss: Union[str, LossFn]) -> tuple[LossFn, Optional[str]]:
         raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}") from None
 
 
-def _targets(caller: str, y: Any, kind: Optional[str], nout: Optional[int]) -> list[Any]:
-    """The targets, checked against the loss and against the model's outputs."""
+def _targets(caller: str, y: Any, kind: Optional[str], nout: Optional[int]) -> Any:
+    """The targets, checked against the loss and against the model's outputs: for a
+    built-in loss, ``check_targets``' numbers (as a 1-D array when ``y`` is numeric);
+    for a loss function of your own, ``y`` as a flat list."""
     name = losses._CANONICAL.get(kind or "")
     if name in losses.SINGLE_OUTPUT and nout not in (None, 1):
         raise ValueError(
@@ -119,7 +190,7 @@ def _targets(caller: str, y: Any, kind: Optional[str], nout: Optional[int]) -> l
         )
     if name is None:
         return losses._column(y)
-    return losses.check_targets(kind, y, nout, caller=caller)  # type: ignore[arg-type]
+    return losses._checked_targets(kind, y, nout, caller=caller)  # type: ignore[arg-type]
 
 
 def fit(
@@ -141,9 +212,12 @@ def fit(
 ) -> History:
     """Trains ``model`` on ``X``, ``y`` and returns the per-epoch ``History``.
 
-    - ``X``: samples (a NumPy array or a list of lists); ``y``: targets (+1/-1 for
-      ``"hinge"``, 0/1 for the cross-entropies, class indices for
-      ``"softmax_cross_entropy"``, numbers for ``"mse"``).
+    - ``X``: samples (a NumPy array or a list of lists; 1-D: one feature per
+      sample); ``y``: targets (+1/-1 for ``"hinge"``, 0/1 for the cross-entropies,
+      class indices for ``"softmax_cross_entropy"``, numbers for ``"mse"``). Numeric
+      arrays (and lists NumPy reads as one) are checked and encoded whole, with no
+      Python work per sample; anything else is read one sample at a time, to the
+      same floats and the same errors.
     - ``loss``: a name from ``LOSSES`` or a function ``(outputs, targets) -> Value``;
       ``l2`` adds ``l2 * sum(p*p)`` over the parameters (micrograd's ``reg_loss``).
     - ``optimizer``: defaults to ``Adam(model.parameters(), lr=0.01)``;
