@@ -37,6 +37,7 @@ use crate::backward;
 use crate::ops::{self, Op};
 
 mod dense;
+mod pool;
 mod simd;
 
 /// Samples per chunk: a chunk is the unit of work of a thread, and of the
@@ -110,8 +111,9 @@ pub struct LaneTape {
     outputs: Vec<Src>,
     /// The dense `dot`s, gathered into layers, and how `chunk` runs each of `code`.
     groups: dense::Groups,
-    /// Threads' scratch from earlier runs, by the thread's number in the run
-    /// (the caller's is 0), kept so a run does not fault in fresh pages for it.
+    /// Threads' scratch from earlier runs, by the part of the run the thread
+    /// did (see `pool::run`), kept so a run does not fault in fresh pages for it,
+    /// and finds it in the cache of the core that used it last.
     scratch: Mutex<Vec<Option<Scratch>>>,
     /// The chunks' partials of an earlier run, kept for the same reason.
     partials: Mutex<Vec<f64>>,
@@ -456,12 +458,8 @@ impl LaneTape {
                 }
             }
         };
-        std::thread::scope(|s| {
-            for k in 1..threads {
-                let worker = &worker;
-                s.spawn(move || worker(k, &mut || false));
-            }
-            worker(0, interrupt);
+        pool::run(threads, || worker(0, interrupt), &|k| {
+            worker(k, &mut || false)
         });
         if failed.load(Ordering::Relaxed) {
             return Err(LaneError::Memory);
@@ -712,6 +710,9 @@ impl Count {
     /// Waits until `total` are done (true), or `halted` says to give up (false).
     fn wait_for(&self, total: usize, halted: impl Fn() -> bool) -> bool {
         let ready = || self.n.load(Ordering::Acquire) >= total;
+        if pool::spin_until(|| ready() || halted()) {
+            return !halted() || ready();
+        }
         let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         while !ready() {
             if halted() {
