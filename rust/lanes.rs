@@ -23,7 +23,8 @@
 //!    `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))`, and added to the
 //!    chunk's partial for that node (starting from 0.0);
 //! 2. the chunks' partials are added in chunk order, starting from 0.0 (threads
-//!    share this out by blocks of shared nodes, each node's added in that order);
+//!    share this out by blocks of shared nodes, and may add the first chunks'
+//!    while others still run the last ones: each node's still in that order);
 //! 3. shared interior nodes then pass their totals to their operands as a
 //!    scalar sweep would, and each shared leaf's `grad` gets its total added.
 //!
@@ -371,9 +372,10 @@ impl LaneTape {
     /// `compute`, with the chunks' partials in `partials` (`n_shared` a chunk).
     ///
     /// The threads (the calling one among them) take chunks from a queue until
-    /// none is left, and once every chunk is done, take blocks of shared slots
-    /// from a second queue, adding each slot's partials in chunk order. So every
-    /// slot's total is added in the same order whatever thread does it.
+    /// none is left, then take blocks of shared slots from a second queue, adding
+    /// to each the partials of the chunks done from the first one on (those of
+    /// the last chunks, still running elsewhere, when they are done). So every
+    /// slot's total is added in chunk order whatever thread does it.
     fn compute_in(
         &self,
         shared: &[f64],
@@ -384,12 +386,13 @@ impl LaneTape {
     ) -> Result<Computed, LaneError> {
         let chunks = rows.div_ceil(CHUNK);
         let backward = seed.is_some();
-        let (ni, no, ns) = (self.n_inputs, self.outputs.len(), self.n_shared);
+        let (ni, no) = (self.n_inputs, self.outputs.len());
+        let ns = if backward { self.n_shared } else { 0 };
         let mut roots = alloc(rows)?;
-        let mut total = alloc(if backward { ns } else { 0 })?;
+        let mut total = alloc(ns)?;
         let parts = Partials {
             ptr: partials.as_mut_ptr(),
-            ns: if backward { ns } else { 0 },
+            ns,
             _of: std::marker::PhantomData,
         };
 
@@ -411,8 +414,24 @@ impl LaneTape {
             1
         };
         let queue = Mutex::new(tasks);
-        let blocks = Mutex::new(total.chunks_mut(REDUCE_BLOCK).enumerate());
-        let done = Count::default();
+        let mut blocks = Vec::new();
+        blocks
+            .try_reserve_exact(ns.div_ceil(REDUCE_BLOCK))
+            .map_err(|_| LaneError::Memory)?;
+        // With no chunks, every block is done as it is (zeros).
+        let to_do = if chunks > 0 { ns } else { 0 };
+        blocks.extend(
+            total[..to_do]
+                .chunks_mut(REDUCE_BLOCK)
+                .enumerate()
+                .map(|(b, t)| Block {
+                    lo: b * REDUCE_BLOCK,
+                    total: t,
+                    from: 0,
+                }),
+        );
+        let blocks = Mutex::new(blocks);
+        let done = Progress::new(chunks)?;
         let stop = AtomicBool::new(false);
         let failed = AtomicBool::new(false);
         // Sets `flag` and wakes whoever waits for the chunks.
@@ -432,29 +451,49 @@ impl LaneTape {
                     break;
                 }
                 let Some(task) = next() else { break };
+                let c = task.c;
                 self.run_chunk(shared, seed, &mut scratch, task);
-                done.add_one();
+                done.finish(c);
             }
             scratch.give_back(self, part);
             if !backward {
                 return;
             }
-            // Step 2 of the module comment, a block of slots at a time, once
-            // every chunk's partial is written.
+            // Step 2 of the module comment, a block of slots at a time: each
+            // block adds the partials of the chunks done so far from the first
+            // (while other threads finish the last ones), then of the rest.
             let halted = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
-            if !done.wait_for(chunks, halted) {
-                return;
-            }
-            // SAFETY: every chunk is done (`wait_for` synchronises with the
-            // threads that did them), so nothing writes the partials any more.
-            let partials = unsafe { parts.all(chunks) };
-            loop {
-                let block = blocks.lock().unwrap_or_else(|e| e.into_inner()).next();
-                let Some((b, total)) = block else { break };
-                let lo = b * REDUCE_BLOCK;
-                for p in partials.chunks_exact(ns) {
-                    let p = &p[lo..lo + total.len()];
-                    total.iter_mut().zip(p).for_each(|(t, &p)| *t += p);
+            let take = |upto: usize| {
+                let mut q = blocks.lock().unwrap_or_else(|e| e.into_inner());
+                match q.iter().position(|b| b.from < upto) {
+                    Some(i) => Ok(q.swap_remove(i)),
+                    None => Err(q.iter().map(|b| b.from).min()),
+                }
+            };
+            while !halted() {
+                let upto = done.prefix();
+                match take(upto) {
+                    Ok(mut b) => {
+                        for c in b.from..upto {
+                            // SAFETY: chunk `c` is done (`prefix` synchronises
+                            // with the thread that did it), and nothing writes
+                            // its partial any more.
+                            let p = unsafe { parts.chunk_done(c) };
+                            let p = &p[b.lo..b.lo + b.total.len()];
+                            b.total.iter_mut().zip(p).for_each(|(t, &p)| *t += p);
+                        }
+                        b.from = upto;
+                        if upto < chunks {
+                            blocks.lock().unwrap_or_else(|e| e.into_inner()).push(b);
+                        }
+                    }
+                    // Every block done, or in another thread's hands: it finishes them.
+                    Err(None) => return,
+                    Err(Some(from)) => {
+                        if !done.wait_past(from, halted) {
+                            return;
+                        }
+                    }
                 }
             }
         };
@@ -687,18 +726,49 @@ fn tests_allow(_: u8) -> bool {
     true
 }
 
-/// How many chunks are done, for threads that wait for all of them.
-#[derive(Default)]
-struct Count {
-    n: AtomicUsize,
+/// Which chunks are done, and how many from the first are (the prefix whose
+/// partials can be added up), for threads that wait for more.
+struct Progress {
+    done: Vec<AtomicBool>,
+    prefix: AtomicUsize,
     lock: Mutex<()>,
     cv: std::sync::Condvar,
 }
 
-impl Count {
-    fn add_one(&self) {
-        self.n.fetch_add(1, Ordering::Release);
+impl Progress {
+    fn new(chunks: usize) -> Result<Progress, LaneError> {
+        let mut done = Vec::new();
+        done.try_reserve_exact(chunks)
+            .map_err(|_| LaneError::Memory)?;
+        done.resize_with(chunks, || AtomicBool::new(false));
+        Ok(Progress {
+            done,
+            prefix: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cv: std::sync::Condvar::new(),
+        })
+    }
+
+    /// Chunk `c` is done: its partial is written.
+    fn finish(&self, c: usize) {
+        self.done[c].store(true, Ordering::Release);
+        let mut p = self.prefix.load(Ordering::Acquire);
+        while p < self.done.len() && self.done[p].load(Ordering::Acquire) {
+            // Whoever moves the prefix on has seen chunk `p` done.
+            match self
+                .prefix
+                .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => p += 1,
+                Err(q) => p = q,
+            }
+        }
         self.wake();
+    }
+
+    /// How many chunks from the first are done.
+    fn prefix(&self) -> usize {
+        self.prefix.load(Ordering::Acquire)
     }
 
     /// Wakes the waiters, to look again.
@@ -707,9 +777,10 @@ impl Count {
         self.cv.notify_all();
     }
 
-    /// Waits until `total` are done (true), or `halted` says to give up (false).
-    fn wait_for(&self, total: usize, halted: impl Fn() -> bool) -> bool {
-        let ready = || self.n.load(Ordering::Acquire) >= total;
+    /// Waits until more than `from` chunks from the first are done (true), or
+    /// `halted` says to give up (false).
+    fn wait_past(&self, from: usize, halted: impl Fn() -> bool) -> bool {
+        let ready = || self.prefix() > from;
         if pool::spin_until(|| ready() || halted()) {
             return !halted() || ready();
         }
@@ -724,8 +795,18 @@ impl Count {
     }
 }
 
+/// A block of the shared nodes' totals (`total[lo..]`) and the chunks whose
+/// partials it holds (`0..from`).
+struct Block<'a> {
+    lo: usize,
+    total: &'a mut [f64],
+    from: usize,
+}
+
 /// One chunk's share of the run's inputs and outputs.
 struct Task<'a> {
+    /// Which chunk.
+    c: usize,
     x: &'a [f64],
     roots: &'a mut [f64],
     out: &'a mut [f64],
@@ -762,6 +843,7 @@ impl<'a> Iterator for Tasks<'a> {
         let partial = unsafe { self.parts.chunk(self.next) };
         self.next += 1;
         Some(Task {
+            c: self.next - 1,
             x: xa,
             roots: ra,
             out: oa,
@@ -793,13 +875,13 @@ impl<'a> Partials<'a> {
         std::slice::from_raw_parts_mut(self.ptr.add(c * self.ns), self.ns)
     }
 
-    /// The first `chunks` chunks' partials.
+    /// Chunk `c`'s partial, once written.
     ///
     /// # Safety
-    /// Every chunk's writes happened before this call, and no chunk's partial
-    /// is written while the slice lives.
-    unsafe fn all(&self, chunks: usize) -> &'a [f64] {
-        std::slice::from_raw_parts(self.ptr, chunks * self.ns)
+    /// The chunk's writes happened before this call, and it is not written
+    /// while the slice lives.
+    unsafe fn chunk_done(&self, c: usize) -> &'a [f64] {
+        std::slice::from_raw_parts(self.ptr.add(c * self.ns), self.ns)
     }
 }
 
