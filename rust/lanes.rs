@@ -22,13 +22,15 @@
 //!    lane `l` into accumulator `l % 8` in lane order, combined as
 //!    `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))`, and added to the
 //!    chunk's partial for that node (starting from 0.0);
-//! 2. the chunks' partials are added in chunk order, starting from 0.0;
+//! 2. the chunks' partials are added in chunk order, starting from 0.0 (threads
+//!    share this out by blocks of shared nodes, and may add the first chunks'
+//!    while others still run the last ones: each node's still in that order);
 //! 3. shared interior nodes then pass their totals to their operands as a
 //!    scalar sweep would, and each shared leaf's `grad` gets its total added.
 //!
 //! The reference backend runs the same steps in Python, so both give the same bits.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::arena::{Arena, NodeId};
@@ -36,6 +38,7 @@ use crate::backward;
 use crate::ops::{self, Op};
 
 mod dense;
+mod pool;
 mod simd;
 
 /// Samples per chunk: a chunk is the unit of work of a thread, and of the
@@ -43,12 +46,15 @@ mod simd;
 pub const CHUNK: usize = 64;
 
 /// Operand count times samples above which a run uses threads: below it (about
-/// 0.2 ms of work) starting a thread, and waiting for a core on a busy machine,
-/// costs more than the thread saves.
+/// 0.2 ms of work) handing work to another thread, and waiting for a core on a
+/// busy machine, costs more than the thread saves.
 pub const PARALLEL_WORK: usize = 1 << 20;
 
 /// Accumulators of a chunk's reduction over lanes.
 const ACC: usize = 8;
+
+/// Shared slots a thread takes at a time when it adds up the chunks' partials.
+const REDUCE_BLOCK: usize = 1024;
 
 /// Where an operand's value lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,9 +112,10 @@ pub struct LaneTape {
     outputs: Vec<Src>,
     /// The dense `dot`s, gathered into layers, and how `chunk` runs each of `code`.
     groups: dense::Groups,
-    /// Threads' scratch from earlier runs, kept so a run does not fault in fresh
-    /// pages for it (at most one per thread that ran at once).
-    pool: Mutex<Vec<Scratch>>,
+    /// Threads' scratch from earlier runs, by the part of the run the thread
+    /// did (see `pool::run`), kept so a run does not fault in fresh pages for it,
+    /// and finds it in the cache of the core that used it last.
+    scratch: Mutex<Vec<Option<Scratch>>>,
     /// The chunks' partials of an earlier run, kept for the same reason.
     partials: Mutex<Vec<f64>>,
 }
@@ -163,7 +170,7 @@ impl LaneTape {
             root: Src::Shared(0),
             outputs: Vec::new(),
             groups: Default::default(),
-            pool: Mutex::new(Vec::new()),
+            scratch: Mutex::new(Vec::new()),
             partials: Mutex::new(Vec::new()),
         };
         for &id in &ids {
@@ -350,56 +357,54 @@ impl LaneTape {
         assert_eq!(out.len(), rows * self.outputs.len());
         let chunks = rows.div_ceil(CHUNK);
         let backward = seed.is_some();
-        let ns = self.n_shared;
+        let ns = if backward { self.n_shared } else { 0 };
         // Every chunk zeroes its partial before adding to it.
         let mut partials =
             std::mem::take(&mut *self.partials.lock().unwrap_or_else(|e| e.into_inner()));
-        let result = grow(&mut partials, if backward { chunks * ns } else { 0 }).and_then(|_| {
-            let partials = &mut partials[..if backward { chunks * ns } else { 0 }];
-            self.compute_in(
-                shared,
-                x,
-                rows,
-                seed,
-                out,
-                threads,
-                interrupt,
-                parallel_work,
-                partials,
-            )
+        let result = grow(&mut partials, chunks * ns).and_then(|_| {
+            let run = (x, rows, seed, threads, parallel_work);
+            self.compute_in(shared, run, out, interrupt, &mut partials[..chunks * ns])
         });
         *self.partials.lock().unwrap_or_else(|e| e.into_inner()) = partials;
         result
     }
 
-    /// `compute`, with the chunks' partials in `partials` (`ns` a chunk).
-    #[allow(clippy::too_many_arguments)]
+    /// `compute`, with the chunks' partials in `partials` (`n_shared` a chunk).
+    ///
+    /// The threads (the calling one among them) take chunks from a queue until
+    /// none is left, then take blocks of shared slots from a second queue, adding
+    /// to each the partials of the chunks done from the first one on (those of
+    /// the last chunks, still running elsewhere, when they are done). So every
+    /// slot's total is added in chunk order whatever thread does it.
     fn compute_in(
         &self,
         shared: &[f64],
-        x: &[f64],
-        rows: usize,
-        seed: Option<f64>,
+        (x, rows, seed, threads, parallel_work): (&[f64], usize, Option<f64>, usize, usize),
         out: &mut [f64],
-        threads: usize,
         interrupt: &mut dyn FnMut() -> bool,
-        parallel_work: usize,
         partials: &mut [f64],
     ) -> Result<Computed, LaneError> {
         let chunks = rows.div_ceil(CHUNK);
         let backward = seed.is_some();
-        let (ni, no, ns) = (self.n_inputs, self.outputs.len(), self.n_shared);
+        let (ni, no) = (self.n_inputs, self.outputs.len());
+        let ns = if backward { self.n_shared } else { 0 };
         let mut roots = alloc(rows)?;
+        let mut total = alloc(ns)?;
+        let parts = Partials {
+            ptr: partials.as_mut_ptr(),
+            ns,
+            _of: std::marker::PhantomData,
+        };
 
         // The chunks' work, cut off one at a time for whichever thread asks.
         let tasks = Tasks {
             x,
             roots: &mut roots[..],
             out: &mut *out,
-            partials: &mut *partials,
+            parts,
+            next: 0,
             ni,
             no,
-            ns: if backward { ns } else { 0 },
             backward,
         };
         let work = self.srcs.len().max(1) * rows;
@@ -409,32 +414,91 @@ impl LaneTape {
             1
         };
         let queue = Mutex::new(tasks);
+        let mut blocks = Vec::new();
+        blocks
+            .try_reserve_exact(ns.div_ceil(REDUCE_BLOCK))
+            .map_err(|_| LaneError::Memory)?;
+        // With no chunks, every block is done as it is (zeros).
+        let to_do = if chunks > 0 { ns } else { 0 };
+        blocks.extend(
+            total[..to_do]
+                .chunks_mut(REDUCE_BLOCK)
+                .enumerate()
+                .map(|(b, t)| Block {
+                    lo: b * REDUCE_BLOCK,
+                    total: t,
+                    from: 0,
+                }),
+        );
+        let blocks = Mutex::new(blocks);
+        let done = Progress::new(chunks)?;
         let stop = AtomicBool::new(false);
         let failed = AtomicBool::new(false);
+        // Sets `flag` and wakes whoever waits for the chunks.
+        let raise = |flag: &AtomicBool| {
+            flag.store(true, Ordering::Relaxed);
+            done.wake();
+        };
         let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-        let worker = |check: &mut dyn FnMut() -> bool| {
-            let mut scratch = match Scratch::take(self, shared, backward) {
-                Ok(s) => s,
-                Err(_) => {
-                    failed.store(true, Ordering::Relaxed);
-                    return;
-                }
+        let worker = |part: usize, check: &mut dyn FnMut() -> bool| {
+            let Ok(mut scratch) = Scratch::take(self, part, shared, backward) else {
+                raise(&failed);
+                return;
             };
             while !stop.load(Ordering::Relaxed) {
                 if check() {
-                    stop.store(true, Ordering::Relaxed);
+                    raise(&stop);
                     break;
                 }
                 let Some(task) = next() else { break };
+                let c = task.c;
                 self.run_chunk(shared, seed, &mut scratch, task);
+                done.finish(c);
             }
-            scratch.give_back(self);
+            scratch.give_back(self, part);
+            if !backward {
+                return;
+            }
+            // Step 2 of the module comment, a block of slots at a time: each
+            // block adds the partials of the chunks done so far from the first
+            // (while other threads finish the last ones), then of the rest.
+            let halted = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
+            let take = |upto: usize| {
+                let mut q = blocks.lock().unwrap_or_else(|e| e.into_inner());
+                match q.iter().position(|b| b.from < upto) {
+                    Some(i) => Ok(q.swap_remove(i)),
+                    None => Err(q.iter().map(|b| b.from).min()),
+                }
+            };
+            while !halted() {
+                let upto = done.prefix();
+                match take(upto) {
+                    Ok(mut b) => {
+                        for c in b.from..upto {
+                            // SAFETY: chunk `c` is done (`prefix` synchronises
+                            // with the thread that did it), and nothing writes
+                            // its partial any more.
+                            let p = unsafe { parts.chunk_done(c) };
+                            let p = &p[b.lo..b.lo + b.total.len()];
+                            b.total.iter_mut().zip(p).for_each(|(t, &p)| *t += p);
+                        }
+                        b.from = upto;
+                        if upto < chunks {
+                            blocks.lock().unwrap_or_else(|e| e.into_inner()).push(b);
+                        }
+                    }
+                    // Every block done, or in another thread's hands: it finishes them.
+                    Err(None) => return,
+                    Err(Some(from)) => {
+                        if !done.wait_past(from, halted) {
+                            return;
+                        }
+                    }
+                }
+            }
         };
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(|| worker(&mut || false));
-            }
-            worker(interrupt);
+        pool::run(threads, || worker(0, interrupt), &|k| {
+            worker(k, &mut || false)
         });
         if failed.load(Ordering::Relaxed) {
             return Err(LaneError::Memory);
@@ -445,7 +509,10 @@ impl LaneTape {
         // One NaN, whichever the hardware made (see `ops::canon`).
         out.iter_mut().for_each(|v| *v = ops::canon(*v));
         let grads = match backward {
-            true => Some(self.shared_backward(shared, partials)?),
+            true => {
+                self.shared_backward(shared, &mut total);
+                Some(total)
+            }
             false => None,
         };
         Ok((ops::canon(ops::sum(roots.iter().copied())), grads, roots))
@@ -477,22 +544,14 @@ impl LaneTape {
         Ok(v)
     }
 
-    /// Steps 2 and 3 of the module comment, up to the leaves' totals.
-    fn shared_backward(&self, shared: &[f64], partials: &[f64]) -> Result<Vec<f64>, LaneError> {
-        let n = self.n_shared;
-        let mut total = alloc(n)?;
-        if n > 0 {
-            for p in partials.chunks(n) {
-                for (t, &p) in total.iter_mut().zip(p) {
-                    *t += p;
-                }
-            }
-        }
+    /// Step 3 of the module comment, up to the leaves' totals: `total` holds
+    /// the chunks' partials added up (step 2).
+    fn shared_backward(&self, shared: &[f64], total: &mut [f64]) {
         for ins in self.shared_code.iter().rev() {
             let args = &self.shared_args[ins.lo as usize..ins.hi as usize];
             let (g, out) = (total[ins.out as usize], shared[ins.out as usize]);
             match ins.op {
-                op if op.is_nary() => ops::nary_grad(op, g, out, args, shared, &mut total),
+                op if op.is_nary() => ops::nary_grad(op, g, out, args, shared, total),
                 op if op.is_binary() => {
                     let (a, b) = (args[0] as usize, args[1] as usize);
                     let (ga, gb) = ops::binary_grad(op, g, shared[a], shared[b], out);
@@ -505,7 +564,6 @@ impl LaneTape {
                 }
             }
         }
-        Ok(total)
     }
 
     /// Adds each shared leaf's total (from `compute`) into its `grad`.
@@ -668,8 +726,87 @@ fn tests_allow(_: u8) -> bool {
     true
 }
 
+/// Which chunks are done, and how many from the first are (the prefix whose
+/// partials can be added up), for threads that wait for more.
+struct Progress {
+    done: Vec<AtomicBool>,
+    prefix: AtomicUsize,
+    lock: Mutex<()>,
+    cv: std::sync::Condvar,
+}
+
+impl Progress {
+    fn new(chunks: usize) -> Result<Progress, LaneError> {
+        let mut done = Vec::new();
+        done.try_reserve_exact(chunks)
+            .map_err(|_| LaneError::Memory)?;
+        done.resize_with(chunks, || AtomicBool::new(false));
+        Ok(Progress {
+            done,
+            prefix: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cv: std::sync::Condvar::new(),
+        })
+    }
+
+    /// Chunk `c` is done: its partial is written.
+    fn finish(&self, c: usize) {
+        self.done[c].store(true, Ordering::Release);
+        let mut p = self.prefix.load(Ordering::Acquire);
+        while p < self.done.len() && self.done[p].load(Ordering::Acquire) {
+            // Whoever moves the prefix on has seen chunk `p` done.
+            match self
+                .prefix
+                .compare_exchange(p, p + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => p += 1,
+                Err(q) => p = q,
+            }
+        }
+        self.wake();
+    }
+
+    /// How many chunks from the first are done.
+    fn prefix(&self) -> usize {
+        self.prefix.load(Ordering::Acquire)
+    }
+
+    /// Wakes the waiters, to look again.
+    fn wake(&self) {
+        drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()));
+        self.cv.notify_all();
+    }
+
+    /// Waits until more than `from` chunks from the first are done (true), or
+    /// `halted` says to give up (false).
+    fn wait_past(&self, from: usize, halted: impl Fn() -> bool) -> bool {
+        let ready = || self.prefix() > from;
+        if pool::spin_until(|| ready() || halted()) {
+            return !halted() || ready();
+        }
+        let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !ready() {
+            if halted() {
+                return false;
+            }
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        true
+    }
+}
+
+/// A block of the shared nodes' totals (`total[lo..]`) and the chunks whose
+/// partials it holds (`0..from`).
+struct Block<'a> {
+    lo: usize,
+    total: &'a mut [f64],
+    from: usize,
+}
+
 /// One chunk's share of the run's inputs and outputs.
 struct Task<'a> {
+    /// Which chunk.
+    c: usize,
     x: &'a [f64],
     roots: &'a mut [f64],
     out: &'a mut [f64],
@@ -682,10 +819,11 @@ struct Tasks<'a> {
     x: &'a [f64],
     roots: &'a mut [f64],
     out: &'a mut [f64],
-    partials: &'a mut [f64],
+    parts: Partials<'a>,
+    /// The chunk the next task is.
+    next: usize,
     ni: usize,
     no: usize,
-    ns: usize,
     backward: bool,
 }
 
@@ -700,14 +838,50 @@ impl<'a> Iterator for Tasks<'a> {
         let (xa, xb) = self.x.split_at(n * self.ni);
         let (ra, rb) = std::mem::take(&mut self.roots).split_at_mut(n);
         let (oa, ob) = std::mem::take(&mut self.out).split_at_mut(n * self.no);
-        let (pa, pb) = std::mem::take(&mut self.partials).split_at_mut(self.ns);
-        (self.x, self.roots, self.out, self.partials) = (xb, rb, ob, pb);
+        (self.x, self.roots, self.out) = (xb, rb, ob);
+        // SAFETY: each chunk is handed out once, and chunks' partials do not overlap.
+        let partial = unsafe { self.parts.chunk(self.next) };
+        self.next += 1;
         Some(Task {
+            c: self.next - 1,
             x: xa,
             roots: ra,
             out: oa,
-            partial: self.backward.then_some(pa),
+            partial: self.backward.then_some(partial),
         })
+    }
+}
+
+/// The run's partials, `ns` a chunk: each chunk's written by the thread that
+/// runs the chunk, then all of them read by the threads that add them up.
+#[derive(Clone, Copy)]
+struct Partials<'a> {
+    ptr: *mut f64,
+    ns: usize,
+    _of: std::marker::PhantomData<&'a mut [f64]>,
+}
+
+// SAFETY: the pointer is to a slice borrowed for `'a`, written and read as the
+// methods' contracts say.
+unsafe impl Send for Partials<'_> {}
+unsafe impl Sync for Partials<'_> {}
+
+impl<'a> Partials<'a> {
+    /// Chunk `c`'s partial.
+    ///
+    /// # Safety
+    /// `c` is a chunk of the run, and no other reference to its partial is live.
+    unsafe fn chunk(&self, c: usize) -> &'a mut [f64] {
+        std::slice::from_raw_parts_mut(self.ptr.add(c * self.ns), self.ns)
+    }
+
+    /// Chunk `c`'s partial, once written.
+    ///
+    /// # Safety
+    /// The chunk's writes happened before this call, and it is not written
+    /// while the slice lives.
+    unsafe fn chunk_done(&self, c: usize) -> &'a [f64] {
+        std::slice::from_raw_parts(self.ptr.add(c * self.ns), self.ns)
     }
 }
 
@@ -720,9 +894,18 @@ struct Scratch {
 }
 
 impl Scratch {
-    /// A scratch for a run of `tape`: one a thread left in its pool, or a new one.
-    fn take(tape: &LaneTape, shared: &[f64], backward: bool) -> Result<Scratch, LaneError> {
-        let old = tape.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    /// A scratch for part `part` of a run of `tape`: the one that part left, or
+    /// a new one.
+    fn take(
+        tape: &LaneTape,
+        part: usize,
+        shared: &[f64],
+        backward: bool,
+    ) -> Result<Scratch, LaneError> {
+        let old = {
+            let mut kept = tape.scratch.lock().unwrap_or_else(|e| e.into_inner());
+            kept.get_mut(part).and_then(Option::take)
+        };
         let mut s = old.unwrap_or(Scratch {
             vals: Vec::new(),
             grads: Vec::new(),
@@ -735,12 +918,17 @@ impl Scratch {
         Ok(s)
     }
 
-    /// Leaves the scratch in `tape`'s pool for the next run.
-    fn give_back(self, tape: &LaneTape) {
-        tape.pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(self);
+    /// Leaves the scratch in `tape` for part `part` of the next run.
+    fn give_back(self, tape: &LaneTape, part: usize) {
+        let mut kept = tape.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let len = kept.len();
+        if len <= part {
+            if kept.try_reserve(part + 1 - len).is_err() {
+                return;
+            }
+            kept.resize_with(part + 1, || None);
+        }
+        kept[part] = Some(self);
     }
 }
 
@@ -1525,6 +1713,70 @@ mod tests {
                 let live = grads.iter().filter(|g| **g != 0.0).count();
                 assert!(live > params.len() * 2 / 3, "rows {rows}: {live} gradients");
             }
+        }
+    }
+
+    /// Two tanh layers (widths 30 and 45) and a linear output: 1531 parameters,
+    /// so the chunks' partials are added up in two blocks of slots (1024 and 507),
+    /// which threads take in turns.
+    fn build_wide(ar: &mut Arena) -> (NodeId, Vec<NodeId>, Vec<NodeId>) {
+        let inputs: Vec<NodeId> = (0..3).map(|_| ar.leaf(0.0).unwrap()).collect();
+        let mut params = Vec::new();
+        let mut x: Vec<NodeId> = inputs[..2].to_vec();
+        for width in [30usize, 45, 1] {
+            let mut h = Vec::new();
+            for j in 0..width {
+                let mut w = Vec::new();
+                for k in 0..x.len() {
+                    let v = ((j * 31 + k * 17) % 29) as f64 / 29.0 - 0.5;
+                    let p = ar.leaf(v / (x.len() as f64).sqrt()).unwrap();
+                    params.push(p);
+                    w.push(Operand::Node(p));
+                }
+                let xs: Vec<Operand> = x.iter().map(|&i| Operand::Node(i)).collect();
+                let d = ar.dot(&w, &xs).unwrap();
+                let b = ar.leaf(0.01 * j as f64).unwrap();
+                params.push(b);
+                let a = ar
+                    .binary(Op::Add, Operand::Node(d), Operand::Node(b))
+                    .unwrap();
+                h.push(match width {
+                    1 => a,
+                    _ => ar.unary(Op::Tanh, a, [0.0; 2]).unwrap(),
+                });
+            }
+            x = h;
+        }
+        let e = ar
+            .binary(Op::Sub, Operand::Node(x[0]), Operand::Node(inputs[2]))
+            .unwrap();
+        let sq = ar.unary(Op::PowConst, e, [2.0, 0.0]).unwrap();
+        (sq, inputs, params)
+    }
+
+    #[test]
+    fn partials_added_up_in_blocks_give_the_same_bits_on_any_thread_count() {
+        for rows in [129, 1000] {
+            let mut ar = Arena::new();
+            let (root, inputs, params) = build_wide(&mut ar);
+            assert_eq!(params.len(), 1531);
+            let tape = LaneTape::record(&mut ar, root, &inputs, &[root]).unwrap();
+            assert!(tape.n_shared > REDUCE_BLOCK && !tape.n_shared.is_multiple_of(REDUCE_BLOCK));
+            let x = data(rows);
+            let results: Vec<_> = [1, 2, 3]
+                .into_iter()
+                .map(|threads| run_deep(&tape, &mut ar, &params, &x, threads))
+                .collect();
+            assert_eq!(results[0], results[1], "rows {rows}");
+            assert_eq!(results[0], results[2], "rows {rows}");
+            // Each parameter has one contribution site: the same bits as each
+            // sample alone, reduced in the documented order.
+            let (total, grads) = by_sample(&mut ar, root, &inputs, &params, &x, rows);
+            assert_eq!(results[0].0, total.to_bits(), "rows {rows}");
+            let want: Vec<u64> = grads.iter().map(|g| g.to_bits()).collect();
+            assert_eq!(results[0].2, want, "rows {rows}");
+            assert!(grads.iter().filter(|g| **g != 0.0).count() > 1500);
+            tape.release(&mut ar);
         }
     }
 

@@ -130,6 +130,31 @@ def test_scale_quick_rows():
             assert r["loss_rel_diff"] < 1e-6
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lane_threads_quick_rows(threads):
+    before = scalargrad.get_num_threads()
+    scalargrad.set_num_threads(threads)
+    try:
+        rows = bench.lane_threads(True)
+        assert scalargrad.get_num_threads() == threads  # put back after the 1-thread rounds
+    finally:
+        scalargrad.set_num_threads(before)
+    by = {r["engine"]: r for r in rows}
+    names = {"rust 1 thread"} | ({"rust 2 threads"} if threads == 2 else set())
+    assert set(by) == names
+    for r in rows:
+        assert (r["workload"], r["metric"], r["unit"]) == (
+            "threads",
+            "BatchTape.run w=128 N=1000",
+            "s",
+        )
+        check_figure(r, 41)
+    if threads == 2:
+        assert by["rust 2 threads"]["same_bits"] is True
+        check_ratio(rows, by["rust 2 threads"], "rust 1 thread")
+        assert "same bits" in bench._fmt(by["rust 2 threads"])
+
+
 def test_digits_quick_rows():
     rows = bench.digits(True, batches=(None, 32), n=100)
     assert {r["metric"] for r in rows} == {"N=100 full", "N=100 b32"}

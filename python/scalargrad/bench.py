@@ -539,6 +539,69 @@ def scale(
     return rows
 
 
+# ---- 3b. threads: one batched run on 1 thread and on all of them ---------------------
+
+#: ``threads``: the width and rows of its batch (issue 10's thread target).
+LANE_THREADS_WIDTH, LANE_THREADS_ROWS = 128, 1000
+
+
+def lane_threads(quick: bool) -> list[Row]:
+    """``BatchTape.run`` (forward and backward) of ``MLP(2, [128, 128, 1])`` with
+    a hinge term per row over 1000 moons, on 1 thread and on ``get_num_threads()``
+    threads in alternating rounds, one run a sample, back to back as in a training
+    loop (no garbage collection between them); the row of the threads says how
+    many times faster they are, and whether the gradients have the same bits."""
+    import numpy as np
+
+    from scalargrad import BatchTape
+    from scalargrad.nn import MLP
+
+    V = scalargrad.backend_module("rust").Value
+    X, y = _moons_n(LANE_THREADS_ROWS)
+    w = LANE_THREADS_WIDTH
+    model = MLP(2, [w, w, 1], seed=1337, backend="rust")
+    x, t = [V(0.0), V(0.0)], V(0.0)
+    tape = BatchTape((1 - t * model(x)).relu(), [*x, t])
+    data = np.column_stack([X, 2.0 * y - 1.0])
+    params = model.parameters()
+    most = num_threads()
+
+    def timed(threads: int) -> float:
+        scalargrad.set_num_threads(threads)
+        start = time.perf_counter()
+        tape.run(data)
+        return time.perf_counter() - start
+
+    def grads(threads: int) -> list[float]:
+        scalargrad.set_num_threads(threads)
+        for p in params:
+            p.grad = 0.0
+        tape.run(data)
+        return [p.grad for p in params]
+
+    counts = sorted({1, most})
+    samples: dict[int, list[float]] = {k: [] for k in counts}
+    try:
+        for k in counts:
+            timed(k)  # warm-up: the threads and their buffers
+        for _ in range(41 if quick else 201):
+            for k in counts:
+                samples[k].append(timed(k))
+        same = grads(1) == grads(most)
+    finally:
+        scalargrad.set_num_threads(most)
+    metric = f"BatchTape.run w={w} N={LANE_THREADS_ROWS}"
+    rows = [
+        _row("threads", f"rust {k} thread{'s' if k > 1 else ''}", metric, ts, "s")
+        for k, ts in samples.items()
+    ]
+    rows = _ratios(rows, baseline="rust 1 thread")
+    for r in rows:
+        if r["engine"] != "rust 1 thread":
+            r["same_bits"] = same
+    return rows
+
+
 # ---- 4. digits: scikit-learn's digits, softmax cross-entropy, Adam -------------------------
 
 #: ``digits``' Adam settings (both sides).
@@ -906,6 +969,7 @@ WORKLOADS = {
     "moons-eager": moons_eager,
     "moons-fast": moons_fast,
     "scale": scale,
+    "threads": lane_threads,
     "digits": digits,
     "small-graphs": small_graphs,
     "ops": ops,
@@ -946,6 +1010,8 @@ def _fmt(r: Row) -> str:
         s += f" (rel. diff {r['loss_rel_diff']:.1e})"
     if "accuracy" in r:
         s += f"   accuracy {r['accuracy']:.2f}"
+    if "same_bits" in r:
+        s += "   same bits" if r["same_bits"] else "   NOT the same bits"
     if "threads" in r:
         s += f"   {r['threads']} thread{'s' if r['threads'] != 1 else ''}"
     return s

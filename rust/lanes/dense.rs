@@ -201,14 +201,21 @@ impl Groups {
             super::grow(&mut into.by_member, n)?;
             super::grow(&mut into.res, self.max_weights)?;
         }
+        // In tiles of 8 members by 8 inputs: row by row, `by_input`'s writes a
+        // layer apart (often a multiple of 1 KiB) would share a few cache sets.
+        const T: usize = 8;
         for gr in &self.groups {
             let (g, m, w) = (gr.g as usize, gr.m as usize, gr.w as usize);
-            for j in 0..g {
-                for k in 0..m {
-                    let v = shared[self.ws[w + j * m + k] as usize];
-                    into.by_input[w + k * g + j] = v;
-                    if backward {
-                        into.by_member[w + j * m + k] = v;
+            for j0 in (0..g).step_by(T) {
+                for k0 in (0..m).step_by(T) {
+                    for j in j0..(j0 + T).min(g) {
+                        for k in k0..(k0 + T).min(m) {
+                            let v = shared[self.ws[w + j * m + k] as usize];
+                            into.by_input[w + k * g + j] = v;
+                            if backward {
+                                into.by_member[w + j * m + k] = v;
+                            }
+                        }
                     }
                 }
             }
