@@ -165,24 +165,32 @@ impl Compiled {
         let mut ids: Vec<NodeId> = Vec::new();
         reserve(&mut ids, order.len())?;
         ids.extend(order.iter().rev());
-        let mut slot = rustc_hash::FxHashMap::default();
+        // Dense: each node's slot, by arena id (ids below the largest recorded one).
+        let mut slot: Vec<u32> = Vec::new();
         if !in_place {
-            slot.try_reserve(ids.len())
-                .map_err(|_| ArenaError::Memory)?;
+            let end = ids.iter().max().map_or(0, |&m| m as usize + 1);
+            reserve(&mut slot, end)?;
+            slot.resize(end, u32::MAX);
             for (k, &id) in ids.iter().enumerate() {
-                slot.insert(id, k as u32);
+                slot[id as usize] = k as u32;
             }
         }
-        let slot_of = |id: NodeId| if in_place { id } else { slot[&id] };
+        let slot_of = |id: NodeId| if in_place { id } else { slot[id as usize] };
         let (mut leaves, mut code, mut args) = (Vec::new(), Vec::new(), Vec::new());
+        reserve(&mut code, ids.len())?;
+        if !in_place {
+            reserve(&mut leaves, ids.len())?;
+        }
         for &id in &ids {
             let op = ar.op(id);
-            reserve(&mut leaves, 1)?;
-            reserve(&mut code, 1)?;
-            reserve(&mut args, ar.n_operands(id))?;
+            if op.is_nary() {
+                reserve(&mut args, ar.n_operands(id))?;
+            }
             let (a, b) = match op {
                 Op::Leaf | Op::Free => {
-                    leaves.push(slot_of(id));
+                    if !in_place {
+                        leaves.push(slot_of(id));
+                    }
                     continue;
                 }
                 _ if op.is_nary() => {
@@ -200,9 +208,6 @@ impl Compiled {
                 b,
                 c: ar.consts(id),
             });
-        }
-        if in_place {
-            leaves = Vec::new();
         }
         let extent = match in_place {
             true => ids.iter().max().map_or(0, |&m| m as usize + 1),
