@@ -195,7 +195,8 @@ impl Compiled {
                 }
                 _ if op.is_nary() => {
                     let start = args.len() as u32;
-                    args.extend((0..ar.n_operands(id)).map(|j| slot_of(ar.operand(id, j))));
+                    let operands = &ar.edges[ar.a[id as usize] as usize];
+                    args.extend(operands.iter().map(|&x| slot_of(x)));
                     (start, args.len() as u32)
                 }
                 _ if op.is_binary() => (slot_of(ar.operand(id, 0)), slot_of(ar.operand(id, 1))),
