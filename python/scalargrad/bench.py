@@ -385,6 +385,52 @@ def _torch_runners(torch: Any, *args: Any, **kwargs: Any) -> dict[str, Callable[
     return out
 
 
+def _fit_and_torch(
+    torch: Any,
+    make: Callable[[], Any],
+    X: Any,
+    y: Any,
+    *,
+    loss: str,
+    optimizer: Callable[[Any], Any],
+    torch_optimizer: Callable[[Any], Any],
+    epochs: int,
+    batch_size: Optional[int],
+) -> dict[str, Callable[[], Trained]]:
+    """The runners of one training cell: ``fit`` of a fresh ``make()`` with
+    ``optimizer(parameters)``, and (when PyTorch is installed) its idiomatic loop on
+    a copy of the same model, with ``torch_optimizer``, the same loss and batches."""
+
+    def train(model: Any) -> Any:
+        return scalargrad.fit(
+            model,
+            X,
+            y,
+            loss=loss,
+            optimizer=optimizer(model.parameters()),
+            epochs=epochs,
+            batch_size=batch_size,
+            progress=False,
+            seed=SEED,
+        )
+
+    runners = {"rust fit": _fit_runner(make, train, epochs)}
+    if torch is not None:
+        runners.update(
+            _torch_runners(
+                torch,
+                make(),
+                X,
+                y,
+                loss=loss,
+                make_optimizer=torch_optimizer,
+                epochs=epochs,
+                batch_size=batch_size,
+            )
+        )
+    return runners
+
+
 def _train_rows(
     workload: str, metric: str, runners: dict[str, Callable[[], Trained]], rounds: int
 ) -> list[Row]:
@@ -503,38 +549,17 @@ def scale(
         X, y = _moons_n(n)
         for w in widths:
             for batch in batches:
-
-                def make(w: int = w) -> Any:
-                    return MLP(2, [w, w, 1], seed=1337, backend="rust")
-
-                def train(model: Any, X: Any = X, y: Any = y, batch: Optional[int] = batch) -> Any:
-                    opt = SGD(model.parameters(), **SCALE_SGD)
-                    return scalargrad.fit(
-                        model,
-                        X,
-                        y,
-                        loss="hinge",
-                        optimizer=opt,
-                        epochs=epochs,
-                        batch_size=batch,
-                        progress=False,
-                        seed=SEED,
-                    )
-
-                runners = {"rust fit": _fit_runner(make, train, epochs)}
-                if torch is not None:
-                    runners.update(
-                        _torch_runners(
-                            torch,
-                            make(),
-                            X,
-                            y,
-                            loss="hinge",
-                            make_optimizer=lambda ps: torch.optim.SGD(ps, **SCALE_SGD),
-                            epochs=epochs,
-                            batch_size=batch,
-                        )
-                    )
+                runners = _fit_and_torch(
+                    torch,
+                    functools.partial(MLP, 2, [w, w, 1], seed=1337, backend="rust"),
+                    X,
+                    y,
+                    loss="hinge",
+                    optimizer=lambda ps: SGD(ps, **SCALE_SGD),
+                    torch_optimizer=lambda ps: torch.optim.SGD(ps, **SCALE_SGD),
+                    epochs=epochs,
+                    batch_size=batch,
+                )
                 rows += _train_rows("scale", _cell(n, w, batch), runners, rounds)
     return rows
 
@@ -633,37 +658,17 @@ def digits(
     torch = _torch()
     rows: list[Row] = []
     for batch in batches or (None, 32):
-
-        def make() -> Any:
-            return MLP(64, [32, 10], seed=1337, backend="rust")
-
-        def train(model: Any, batch: Optional[int] = batch) -> Any:
-            return scalargrad.fit(
-                model,
-                X,
-                y,
-                loss="softmax_cross_entropy",
-                optimizer=Adam(model.parameters(), **DIGITS_ADAM),
-                epochs=epochs,
-                batch_size=batch,
-                progress=False,
-                seed=SEED,
-            )
-
-        runners = {"rust fit": _fit_runner(make, train, epochs)}
-        if torch is not None:
-            runners.update(
-                _torch_runners(
-                    torch,
-                    make(),
-                    X,
-                    y,
-                    loss="softmax_cross_entropy",
-                    make_optimizer=lambda ps: torch.optim.Adam(ps, **DIGITS_ADAM),
-                    epochs=epochs,
-                    batch_size=batch,
-                )
-            )
+        runners = _fit_and_torch(
+            torch,
+            functools.partial(MLP, 64, [32, 10], seed=1337, backend="rust"),
+            X,
+            y,
+            loss="softmax_cross_entropy",
+            optimizer=lambda ps: Adam(ps, **DIGITS_ADAM),
+            torch_optimizer=lambda ps: torch.optim.Adam(ps, **DIGITS_ADAM),
+            epochs=epochs,
+            batch_size=batch,
+        )
         metric = f"N={n} " + ("full" if batch is None else f"b{batch}")
         rows += _train_rows("digits", metric, runners, rounds)
     return rows
