@@ -165,10 +165,11 @@ impl Compiled {
         let mut ids: Vec<NodeId> = Vec::new();
         reserve(&mut ids, order.len())?;
         ids.extend(order.iter().rev());
-        // Dense: each node's slot, by arena id (ids below the largest recorded one).
+        // One more than the largest recorded id.
+        let end = ids.iter().max().map_or(0, |&m| m as usize + 1);
+        // Dense: each node's slot, by arena id.
         let mut slot: Vec<u32> = Vec::new();
         if !in_place {
-            let end = ids.iter().max().map_or(0, |&m| m as usize + 1);
             reserve(&mut slot, end)?;
             slot.resize(end, u32::MAX);
             for (k, &id) in ids.iter().enumerate() {
@@ -200,7 +201,10 @@ impl Compiled {
                     (start, args.len() as u32)
                 }
                 _ if op.is_binary() => (slot_of(ar.operand(id, 0)), slot_of(ar.operand(id, 1))),
-                _ => (slot_of(ar.operand(id, 0)), slot_of(ar.operand(id, 0))),
+                _ => {
+                    let a = slot_of(ar.operand(id, 0));
+                    (a, a)
+                }
             };
             code.push(Instr {
                 op,
@@ -210,10 +214,7 @@ impl Compiled {
                 c: ar.consts(id),
             });
         }
-        let extent = match in_place {
-            true => ids.iter().max().map_or(0, |&m| m as usize + 1),
-            false => ids.len(),
-        };
+        let extent = if in_place { end } else { ids.len() };
         Ok(Compiled {
             ids,
             in_place,
